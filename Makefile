@@ -1,0 +1,47 @@
+# radiobundles — `make demo` and `make test` are all a new machine needs.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+LOCK := requirements/lock.txt
+STAMP := $(VENV)/.radiobundles-installed
+DEMO_OUT ?= demo_output
+
+.PHONY: install demo test lint format test-fast lock clean
+
+install: $(STAMP)
+
+# Stages: torch first (sam2, a monailabel dependency, builds against it without a second
+# torch download), then the whole lock, then the project itself in editable mode.
+$(STAMP): pyproject.toml $(LOCK)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c $(LOCK) pip setuptools wheel
+	$(PIP) install -q -c $(LOCK) torch torchvision
+	SAM2_BUILD_CUDA=0 $(PIP) install -q --no-build-isolation -c $(LOCK) sam2
+	$(PIP) install -q --no-build-isolation -r $(LOCK)
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+	@touch $@
+
+demo: install
+	$(PY) scripts/demo.py --out $(DEMO_OUT)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: lint
+	$(VENV)/bin/pytest
+
+test-fast: install
+	$(VENV)/bin/pytest -m "not slow"
+
+lock:
+	$(PIP) freeze --exclude-editable | grep -v '^radiobundles' > $(LOCK).new && mv $(LOCK).new $(LOCK)
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""MONAI Label app over radiobundles stores (see issue: MONAI Label app)."""

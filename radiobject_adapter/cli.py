@@ -1,0 +1,165 @@
+"""The ``radiobundles`` command.
+
+Examples::
+
+    radiobundles ingest store -c CT=data/imagesTr -c seg=data/labelsTr --obs-meta data/subjects.csv
+    radiobundles ingest store -c CT='data/**/*_0000.nii.gz' --tiling axial
+    radiobundles info store
+
+Exit status: 0 when every subject was ingested, 3 when some were rejected (listed, the rest
+written), 2 on a usage or input error (nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _collection_spec(text: str) -> tuple[str, str]:
+    name, sep, spec = text.partition("=")
+    if not sep or not name or not spec:
+        raise argparse.ArgumentTypeError(f"expected NAME=FILES (e.g. CT=imagesTr/), got {text!r}")
+    return name, spec
+
+
+def _tile_extent(text: str) -> int | tuple[int, int, int]:
+    parts = [int(p) for p in text.replace("x", ",").split(",") if p]
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 3:
+        return (parts[0], parts[1], parts[2])
+    raise argparse.ArgumentTypeError(f"tile extent is one int or three (64 or 64,64,32), got {text!r}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="radiobundles", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ing = sub.add_parser(
+        "ingest",
+        help="write NIfTI files into a TileDB store (resumable)",
+        description=(
+            "Write NIfTI files into a store, one collection per -c. Subject ids come from file "
+            "names: extension and one trailing _NNNN channel suffix removed "
+            "(imagesTr/case_001_0000.nii.gz and labelsTr/case_001.nii.gz -> case_001), "
+            "unless --subject-pattern is given. Re-running completes an interrupted ingest."
+        ),
+    )
+    ing.add_argument("store", help="store URI (local folder or s3://bucket/path)")
+    ing.add_argument(
+        "-c",
+        "--collection",
+        dest="collections",
+        action="append",
+        type=_collection_spec,
+        required=True,
+        metavar="NAME=FILES",
+        help="collection name and its files: a glob, a folder or a list file",
+    )
+    ing.add_argument("--obs-meta", help="CSV subject table joined on subject id (e.g. diagnosis, age)")
+    ing.add_argument("--subject-column", help="subject id column of --obs-meta (default: auto)")
+    ing.add_argument("--subject-pattern", help="regex for the subject id; group 'subject' or group 1")
+    ing.add_argument(
+        "--label-collections",
+        nargs="*",
+        default=None,
+        help="collections that hold labels (default: those named seg/label/labels/mask/masks)",
+    )
+    ing.add_argument("--tiling", choices=["isotropic", "axial", "sagittal", "coronal"], default="isotropic")
+    ing.add_argument(
+        "--tile-extent", type=_tile_extent, default=None, help="isotropic tile size (default 64)"
+    )
+    ing.add_argument("--compression", choices=["zstd", "lz4", "gzip", "none"], default="zstd")
+    ing.add_argument("--compression-level", type=int, default=3)
+    ing.add_argument("--affine-atol", type=float, default=1e-3, help="allowed image/label affine difference")
+    ing.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    info = sub.add_parser("info", help="describe a store (collections, subjects, volumes)")
+    info.add_argument("store")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from radiobject_adapter.store.ingest import ingest_niftis
+
+    report = ingest_niftis(
+        args.store,
+        dict(args.collections),
+        obs_meta=args.obs_meta,
+        subject_column=args.subject_column,
+        subject_pattern=args.subject_pattern,
+        label_collections=args.label_collections,
+        tiling=args.tiling,
+        tile_extent=args.tile_extent,
+        compression=args.compression,
+        compression_level=args.compression_level,
+        affine_atol=args.affine_atol,
+        progress=not args.no_progress,
+    )
+    print(report.summary())
+    if report.failures:
+        print(
+            f"{len(report.failures)} subject(s) rejected and not written; fix the files named above "
+            "and run the same command again (already ingested subjects are skipped).",
+            file=sys.stderr,
+        )
+        return 3
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from radiobject_adapter.store.radiobject import RadiObject
+
+    radi = RadiObject(args.store)
+    out = {
+        "uri": radi.uri,
+        "format_version": radi.format_version,
+        "subjects": len(radi),
+        "subject_table_columns": [c for c in radi.obs_meta.columns if c not in ("obs_subject_id", "obs_id")],
+        "collections": {},
+    }
+    for name in radi.collection_names:
+        col = radi.collection(name)
+        shapes = sorted({tuple(v.shape) for v in col})
+        dtypes = sorted({str(v.dtype) for v in col})
+        out["collections"][name] = {
+            "volumes": len(col),
+            "shapes": [list(s) for s in shapes],
+            "dtypes": dtypes,
+        }
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"{out['uri']} (format {out['format_version']}): {out['subjects']} subjects")
+        print(f"  subject table columns: {out['subject_table_columns']}")
+        for name, c in out["collections"].items():
+            print(
+                f"  {name}: {c['volumes']} volumes, dtypes {c['dtypes']}, {len(c['shapes'])} distinct shapes"
+            )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``radiobundles`` console script."""
+    from radiobject_adapter.store.ingest import IngestError
+    from radiobject_adapter.store.layout import FormatVersionError
+    from radiobject_adapter.store.radiobject import StoreNotFoundError
+
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "ingest":
+            return _ingest(args)
+        return _info(args)
+    except (IngestError, FileNotFoundError, FileExistsError, StoreNotFoundError, FormatVersionError) as err:
+        print(f"radiobundles {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

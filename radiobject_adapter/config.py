@@ -1,0 +1,252 @@
+"""TileDB contexts and tuning: one place that decides how every array is opened.
+
+Two rules keep loaders safe and fast:
+
+* A TileDB context owns thread pools. A process forked from one that already used TileDB
+  (a PyTorch ``DataLoader`` worker under Linux's default ``fork``) must never use the
+  inherited context: its pools have no threads behind them and the first read can hang.
+  Every context and open array is therefore keyed by the process id, and a fork hook
+  drops the inherited ones in the child (without destroying them: their destructors
+  would join threads that do not exist there).
+* Opening an array costs a round trip (and more on S3); arrays opened for reading are
+  cached per process and reused until :func:`configure` changes the settings.
+
+Example:
+    >>> from radiobject_adapter import configure, ReadConfig
+    >>> configure(read=ReadConfig(concurrency=2))
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import tiledb
+
+__all__ = [
+    "ReadConfig",
+    "S3Config",
+    "WriteConfig",
+    "configure",
+    "ctx_for_process",
+    "ctx_for_threads",
+    "current_settings",
+    "forget_array",
+    "open_array",
+    "reset_caches",
+    "tiledb_config",
+]
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    """Read-side tuning.
+
+    Args:
+        concurrency: threads TileDB may use to decode one query (``sm.compute_concurrency_level``
+            and ``sm.io_concurrency_level``). Inside DataLoader workers 1-2 is best; the workers
+            are the parallelism.
+        memory_budget_mb: budget for one query's result buffers.
+        cache_open_arrays: keep arrays open per process (recommended; turn off only to debug).
+    """
+
+    concurrency: int = 2
+    memory_budget_mb: int = 512
+    cache_open_arrays: bool = True
+
+
+@dataclass(frozen=True)
+class WriteConfig:
+    """Write-side defaults used by ingest.
+
+    Args:
+        compression: ``"zstd"`` (default), ``"lz4"``, ``"gzip"`` or ``"none"``.
+        compression_level: codec level (zstd 3 is a good size/speed balance for CT).
+    """
+
+    compression: str = "zstd"
+    compression_level: int = 3
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """S3 settings; credentials come from the environment unless given here.
+
+    Credentials are never written to logs, errors or stored metadata; ``repr`` hides them.
+
+    Args:
+        region: bucket region.
+        endpoint_override: ``host:port`` of an S3-compatible server (MinIO, moto, ...).
+        scheme: ``"https"`` or ``"http"`` (for a server on loopback).
+        use_virtual_addressing: ``False`` for path-style addressing (most local servers).
+        max_parallel_ops: parallel S3 requests per query.
+        multipart_part_size: bytes per multipart upload part.
+        connect_max_tries: connection attempts before a request fails.
+        aws_access_key_id / aws_secret_access_key: explicit credentials (optional).
+    """
+
+    region: str = "us-east-1"
+    endpoint_override: str | None = None
+    scheme: str = "https"
+    use_virtual_addressing: bool = True
+    max_parallel_ops: int = 8
+    multipart_part_size: int = 8 * 1024 * 1024
+    connect_max_tries: int = 5
+    aws_access_key_id: str | None = field(default=None, repr=False)
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    read: ReadConfig = ReadConfig()
+    write: WriteConfig = WriteConfig()
+    s3: S3Config = S3Config()
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+class _ProcessState:
+    """Contexts and open arrays owned by one process."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.ctx: tiledb.Ctx | None = None
+        self.arrays: dict[tuple[str, Any], tiledb.Array] = {}
+
+
+_settings = _Settings()
+_state = _ProcessState()
+# States inherited through fork are parked here, never destroyed (see module docstring).
+_orphaned_states: list[_ProcessState] = []
+
+
+def _after_fork_in_child() -> None:
+    global _state
+    _orphaned_states.append(_state)
+    _state = _ProcessState()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _current_state() -> _ProcessState:
+    # Belt and braces for start methods that bypass os.fork hooks.
+    if _state.pid != os.getpid():
+        _after_fork_in_child()
+    return _state
+
+
+def tiledb_config(settings: _Settings | None = None) -> tiledb.Config:
+    """The ``tiledb.Config`` built from the current settings."""
+    s = settings or _settings
+    cfg: dict[str, str] = {
+        "sm.compute_concurrency_level": str(max(1, s.read.concurrency)),
+        "sm.io_concurrency_level": str(max(1, s.read.concurrency)),
+        "sm.memory_budget": str(s.read.memory_budget_mb * 1024 * 1024),
+        "vfs.s3.region": s.s3.region,
+        "vfs.s3.scheme": s.s3.scheme,
+        "vfs.s3.use_virtual_addressing": "true" if s.s3.use_virtual_addressing else "false",
+        "vfs.s3.max_parallel_ops": str(s.s3.max_parallel_ops),
+        "vfs.s3.multipart_part_size": str(s.s3.multipart_part_size),
+        "vfs.s3.connect_max_tries": str(s.s3.connect_max_tries),
+    }
+    if s.s3.endpoint_override:
+        cfg["vfs.s3.endpoint_override"] = s.s3.endpoint_override
+    key_id = s.s3.aws_access_key_id or os.environ.get("AWS_ACCESS_KEY_ID")
+    secret = s.s3.aws_secret_access_key or os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key_id and secret:
+        cfg["vfs.s3.aws_access_key_id"] = key_id
+        cfg["vfs.s3.aws_secret_access_key"] = secret
+    cfg.update(s.extra)
+    return tiledb.Config(cfg)
+
+
+def configure(
+    read: ReadConfig | None = None,
+    s3: S3Config | None = None,
+    write: WriteConfig | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> None:
+    """Change settings for this process; contexts and open arrays are rebuilt lazily.
+
+    Example:
+        >>> configure(s3=S3Config(endpoint_override="127.0.0.1:9000", scheme="http",
+        ...                       use_virtual_addressing=False))
+    """
+    global _settings
+    _settings = replace(
+        _settings,
+        read=read or _settings.read,
+        s3=s3 or _settings.s3,
+        write=write or _settings.write,
+        extra=dict(extra) if extra is not None else _settings.extra,
+    )
+    reset_caches()
+
+
+def current_settings() -> _Settings:
+    """The settings in force (read, write, s3)."""
+    return _settings
+
+
+def reset_caches() -> None:
+    """Close cached arrays and drop the context of this process."""
+    state = _current_state()
+    with state.lock:
+        for arr in state.arrays.values():
+            try:
+                arr.close()
+            except tiledb.TileDBError:
+                pass
+        state.arrays.clear()
+        state.ctx = None
+
+
+def ctx_for_threads() -> tiledb.Ctx:
+    """The context shared by every thread of this process (TileDB contexts are thread-safe)."""
+    state = _current_state()
+    with state.lock:
+        if state.ctx is None:
+            state.ctx = tiledb.Ctx(tiledb_config())
+        return state.ctx
+
+
+def ctx_for_process() -> tiledb.Ctx:
+    """The context of the calling process: a forked DataLoader worker gets its own, new one.
+
+    Use it as ``worker_init_fn`` helper or simply call it inside a worker; it never returns
+    a context inherited from the parent.
+    """
+    return ctx_for_threads()
+
+
+def open_array(uri: str, timestamp: Any = None) -> tiledb.Array:
+    """An array opened for reading, cached per process (and per ``timestamp`` if given).
+
+    Callers must not close it; :func:`reset_caches` does.
+    """
+    if not _settings.read.cache_open_arrays:
+        return tiledb.open(uri, "r", ctx=ctx_for_threads(), timestamp=timestamp)
+    state = _current_state()
+    key = (uri, timestamp)
+    arr = state.arrays.get(key)
+    if arr is None:
+        ctx = ctx_for_threads()
+        arr = tiledb.open(uri, "r", ctx=ctx, timestamp=timestamp)
+        with state.lock:
+            state.arrays[key] = arr
+    return arr
+
+
+def forget_array(uri: str) -> None:
+    """Drop cached handles of ``uri`` (after it was rewritten by this process)."""
+    state = _current_state()
+    with state.lock:
+        for key in [k for k in state.arrays if k[0] == uri]:
+            try:
+                state.arrays.pop(key).close()
+            except tiledb.TileDBError:
+                pass

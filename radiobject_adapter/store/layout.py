@@ -1,0 +1,157 @@
+"""On-disk layout of a store, compatible with RadiObject 0.1.1 (see RADIOBJECT_LAYOUT.md).
+
+::
+
+    <root>/                   group; meta subject_count, n_collections, radiobundles_format_version
+      obs_meta                sparse dataframe, one row per subject (user columns)
+      collections/<name>/     group per collection; meta n_volumes, name, [x|y|z]_dim
+        obs                   sparse dataframe, one row per volume
+        volumes/<i>           dense array per volume: dims x, y, z (int32), attribute ``voxels``
+
+Volume identity is the ``obs_id`` stored on each array, never the member position.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import tiledb
+
+__all__ = [
+    "FORMAT_VERSION",
+    "FORMAT_VERSION_KEY",
+    "INDEX_COLUMNS",
+    "TILINGS",
+    "VOXELS",
+    "FormatVersionError",
+    "Tiling",
+    "collection_uri",
+    "compression_filters",
+    "create_volume_schema",
+    "join_uri",
+    "make_obs_id",
+    "read_format_version",
+]
+
+FORMAT_VERSION = 1
+FORMAT_VERSION_KEY = "radiobundles_format_version"
+VOXELS = "voxels"
+INDEX_COLUMNS = ("obs_subject_id", "obs_id")
+TILINGS = ("isotropic", "axial", "sagittal", "coronal")
+
+
+class FormatVersionError(RuntimeError):
+    """The store was written by a newer radiobundles than this one."""
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """Join URI parts with ``/`` (works for local paths and ``s3://``)."""
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def collection_uri(root: str, name: str) -> str:
+    return join_uri(root, "collections", name)
+
+
+def make_obs_id(subject_id: str, collection: str) -> str:
+    """Volume id: unique per subject *and* collection (image and label never collide)."""
+    return f"{subject_id}_{collection}"
+
+
+def read_format_version(meta: dict) -> int:
+    """Format version of a root group's metadata; stores written by radiobject count as 1."""
+    version = int(meta.get(FORMAT_VERSION_KEY, 1))
+    if version > FORMAT_VERSION:
+        raise FormatVersionError(
+            f"store format version {version} is newer than this radiobundles understands "
+            f"({FORMAT_VERSION}); upgrade radiobundles to read it"
+        )
+    return version
+
+
+def compression_filters(compression: str = "zstd", level: int = 3) -> tiledb.FilterList:
+    """A filter list for ``compression`` in ``zstd``, ``lz4``, ``gzip``, ``none``."""
+    name = compression.lower()
+    if name == "zstd":
+        return tiledb.FilterList([tiledb.ZstdFilter(level=level)])
+    if name == "lz4":
+        return tiledb.FilterList([tiledb.LZ4Filter(level=level)])
+    if name == "gzip":
+        return tiledb.FilterList([tiledb.GzipFilter(level=level)])
+    if name in ("none", ""):
+        return tiledb.FilterList()
+    raise ValueError(f"unknown compression {compression!r}; use one of zstd, lz4, gzip, none")
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """How a volume is cut into tiles.
+
+    ``isotropic`` tiles (default 64³) suit random 3D patches; ``axial`` tiles ``(X, Y, 1)``
+    make one axial slice one tile (2D slice training); ``sagittal`` / ``coronal`` likewise.
+    ``extent`` overrides the isotropic tile size (one int or three).
+    """
+
+    strategy: str = "isotropic"
+    extent: tuple[int, int, int] | int | None = None
+
+    def __post_init__(self) -> None:
+        if self.strategy not in TILINGS:
+            raise ValueError(f"unknown tiling {self.strategy!r}; use one of {', '.join(TILINGS)}")
+
+    def extents(self, shape: Sequence[int]) -> tuple[int, ...]:
+        x, y, z = (int(s) for s in shape[:3])
+        if self.strategy == "isotropic":
+            ext = self.extent if self.extent is not None else 64
+            ex = (ext, ext, ext) if isinstance(ext, int) else tuple(int(e) for e in ext)
+        elif self.strategy == "axial":
+            ex = (x, y, 1)
+        elif self.strategy == "sagittal":
+            ex = (1, y, z)
+        else:
+            ex = (x, 1, z)
+        tiles = [max(1, min(int(e), s)) for e, s in zip(ex, (x, y, z))]
+        return (*tiles, *([1] * (len(shape) - 3)))
+
+    @property
+    def orientation_label(self) -> str:
+        # radiobject's tile_orientation values
+        return {"isotropic": "isotropic", "axial": "axial", "sagittal": "sagittal", "coronal": "coronal"}[
+            self.strategy
+        ]
+
+
+def create_volume_schema(
+    shape: Sequence[int],
+    dtype: np.dtype,
+    tiling: Tiling,
+    filters: tiledb.FilterList,
+    ctx: tiledb.Ctx | None = None,
+) -> tiledb.ArraySchema:
+    """Dense schema for one volume (3D, or 4D with a ``t`` dimension)."""
+    names = ("x", "y", "z", "t")
+    extents = tiling.extents(shape)
+    dims = [
+        tiledb.Dim(name=names[i], domain=(0, int(n) - 1), tile=int(t), dtype=np.int32, ctx=ctx)
+        for i, (n, t) in enumerate(zip(shape, extents))
+    ]
+    attr = tiledb.Attr(name=VOXELS, dtype=np.dtype(dtype), filters=filters, ctx=ctx)
+    return tiledb.ArraySchema(
+        domain=tiledb.Domain(*dims, ctx=ctx),
+        attrs=[attr],
+        sparse=False,
+        cell_order="row-major",
+        tile_order="row-major",
+        ctx=ctx,
+    )
+
+
+def affine_to_json(affine: np.ndarray) -> str:
+    return json.dumps(np.asarray(affine, dtype=np.float64).tolist())
+
+
+def affine_from_json(text: str) -> np.ndarray:
+    return np.asarray(json.loads(text), dtype=np.float64)

@@ -1,0 +1,94 @@
+"""Finding input files and deriving subject ids from their names.
+
+The default rule: take the file name, drop the extension (``.nii.gz``, ``.nii``, ``.tif``,
+``.tiff``), then drop one trailing nnU-Net channel suffix ``_NNNN``. So
+``imagesTr/case_001_0000.nii.gz`` and ``labelsTr/case_001.nii.gz`` both belong to subject
+``case_001``. A regular expression overrides the rule: its group named ``subject`` (or its
+first group, or the whole match) is the subject id.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+__all__ = ["SUPPORTED_SUFFIXES", "discover_files", "strip_suffix", "subject_id_from_path"]
+
+SUPPORTED_SUFFIXES = (".nii.gz", ".nii", ".tif", ".tiff")
+_CHANNEL_SUFFIX = re.compile(r"_\d{4}$")
+
+
+def strip_suffix(name: str) -> str:
+    lower = name.lower()
+    for suffix in SUPPORTED_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def subject_id_from_path(path: str | os.PathLike, pattern: str | None = None) -> str:
+    """Subject id of a file by the rule above.
+
+    Example:
+        >>> subject_id_from_path("imagesTr/case_001_0000.nii.gz")
+        'case_001'
+        >>> subject_id_from_path("sub-07_T1w.nii.gz", pattern=r"sub-(?P<subject>\\d+)")
+        '07'
+    """
+    stem = strip_suffix(Path(path).name)
+    if pattern is None:
+        return _CHANNEL_SUFFIX.sub("", stem)
+    match = re.search(pattern, stem)
+    if match is None:
+        raise ValueError(f"subject pattern {pattern!r} does not match file name {stem!r} ({path})")
+    if "subject" in match.groupdict():
+        return match.group("subject")
+    return match.group(1) if match.groups() else match.group(0)
+
+
+def _is_supported(path: str) -> bool:
+    return path.lower().endswith(SUPPORTED_SUFFIXES)
+
+
+def discover_files(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """Files named by a glob, a folder, a list file (one path per line) or a list of paths.
+
+    Raises:
+        FileNotFoundError: nothing matched, with the spec in the message.
+    """
+    if isinstance(spec, (list, tuple)):
+        found: list[str] = []
+        for item in spec:
+            found.extend(discover_files(item))
+        return found
+    text = os.fspath(spec)
+    if any(ch in text for ch in "*?["):
+        files = sorted(f for f in glob.glob(text, recursive=True) if os.path.isfile(f))
+    elif os.path.isdir(text):
+        files = sorted(
+            os.path.join(text, f) for f in os.listdir(text) if _is_supported(f) and not f.startswith(".")
+        )
+    elif os.path.isfile(text) and text.lower().endswith((".txt", ".lst", ".list")):
+        base = os.path.dirname(os.path.abspath(text))
+        files = [
+            line if os.path.isabs(line) else os.path.join(base, line)
+            for line in (raw.strip() for raw in Path(text).read_text().splitlines())
+            if line and not line.startswith("#")
+        ]
+    elif os.path.isfile(text):
+        files = [text]
+    else:
+        raise FileNotFoundError(f"no such file, folder or glob match: {text!r}")
+    if not files:
+        raise FileNotFoundError(f"{text!r} matched no image files ({', '.join(SUPPORTED_SUFFIXES)})")
+    return files
+
+
+def unique(items: Iterable[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for item in items:
+        seen.setdefault(item, None)
+    return list(seen)

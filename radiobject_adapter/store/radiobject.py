@@ -1,0 +1,218 @@
+"""``RadiObject``: a store of subjects, each with volumes in named collections.
+
+Example:
+    >>> from radiobject_adapter import RadiObject
+    >>> radi = RadiObject.from_niftis("store", images={"CT": "imagesTr/*.nii.gz", "seg": "labelsTr/"})
+    >>> radi.CT["case_001"][0:64, 0:64, 0:64].shape
+    (64, 64, 64)
+    >>> radi.obs_meta.head()
+    >>> train = radi.datalist(image="CT", label="seg", split="train")
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterable, Sequence
+from functools import cached_property
+from typing import Any
+
+import pandas as pd
+import tiledb
+
+from radiobject_adapter.address import volume_address
+from radiobject_adapter.config import ctx_for_threads
+from radiobject_adapter.store.collection import VolumeCollection
+from radiobject_adapter.store.dataframe import read_dataframe
+from radiobject_adapter.store.layout import collection_uri, join_uri, read_format_version
+
+__all__ = ["RadiObject", "StoreNotFoundError", "split_subjects"]
+
+
+class StoreNotFoundError(FileNotFoundError):
+    """The URI does not hold a radiobundles / RadiObject store."""
+
+
+def split_subjects(
+    subject_ids: Iterable[str], val_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[str], list[str]]:
+    """Seeded subject-level split: the same ids, fraction and seed give the same split.
+
+    Example:
+        >>> split_subjects(["a", "b", "c", "d", "e"], val_fraction=0.4, seed=1)
+    """
+    ids = sorted(set(subject_ids))
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    n_val = round(len(ids) * val_fraction)
+    if val_fraction > 0 and len(ids) > 1:
+        n_val = min(max(1, n_val), len(ids) - 1)
+    shuffled = ids[:]
+    random.Random(seed).shuffle(shuffled)
+    val = sorted(shuffled[:n_val])
+    return sorted(set(ids) - set(val)), val
+
+
+class RadiObject:
+    """A store opened for reading (local path or ``s3://`` URI).
+
+    Args:
+        uri: the store's root.
+        subjects: restrict to these subject ids (used by :meth:`filter`).
+    """
+
+    def __init__(self, uri: str, subjects: Iterable[str] | None = None) -> None:
+        uri = str(uri).rstrip("/")
+        # datalists carry this URI into other processes and folders: make local paths absolute
+        self.uri = uri if "://" in uri else os.path.abspath(uri)
+        self._subjects = frozenset(subjects) if subjects is not None else None
+        ctx = ctx_for_threads()
+        try:
+            kind = tiledb.object_type(self.uri, ctx=ctx)
+        except tiledb.TileDBError as err:
+            raise StoreNotFoundError(f"cannot reach store {self.uri!r}: {err}") from err
+        if kind != "group" or tiledb.object_type(join_uri(self.uri, "collections"), ctx=ctx) != "group":
+            raise StoreNotFoundError(
+                f"{self.uri!r} is not a radiobundles store (no TileDB group with 'collections'); "
+                "create one with `radiobundles ingest` or RadiObject.from_niftis"
+            )
+        self.format_version = read_format_version(self.metadata)
+        self._collections: dict[str, VolumeCollection] = {}
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def from_niftis(cls, uri: str, images: dict[str, Any], **kwargs: Any) -> RadiObject:
+        """Ingest NIfTI files into ``uri`` and open it (see :func:`ingest_niftis` for options)."""
+        from radiobject_adapter.store.ingest import ingest_niftis
+
+        ingest_niftis(uri, images, **kwargs)
+        return cls(uri)
+
+    # -- structure ------------------------------------------------------------------------
+    @cached_property
+    def metadata(self) -> dict[str, Any]:
+        with tiledb.Group(self.uri, "r", ctx=ctx_for_threads()) as grp:
+            return {k: grp.meta[k] for k in grp.meta}
+
+    @cached_property
+    def collection_names(self) -> tuple[str, ...]:
+        with tiledb.Group(join_uri(self.uri, "collections"), "r", ctx=ctx_for_threads()) as grp:
+            return tuple(sorted(m.name for m in grp))
+
+    def collection(self, name: str) -> VolumeCollection:
+        """The collection ``name`` (e.g. ``"CT"``, ``"seg"``)."""
+        if name not in self.collection_names:
+            raise KeyError(
+                f"no collection {name!r} in {self.uri!r}; collections: {list(self.collection_names)}"
+            )
+        if name not in self._collections:
+            self._collections[name] = VolumeCollection(collection_uri(self.uri, name), name, self._subjects)
+        return self._collections[name]
+
+    def __getattr__(self, name: str) -> VolumeCollection:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self.collection(name)
+        except KeyError as err:
+            raise AttributeError(str(err)) from None
+
+    def __getitem__(self, name: str) -> VolumeCollection:
+        return self.collection(name)
+
+    def refresh(self) -> RadiObject:
+        """Forget cached listings (after another process wrote to the store)."""
+        for name in ("metadata", "collection_names", "obs_meta"):
+            self.__dict__.pop(name, None)
+        self._collections.clear()
+        return self
+
+    # -- subjects -------------------------------------------------------------------------
+    @cached_property
+    def obs_meta(self) -> pd.DataFrame:
+        """The subject table: ``obs_subject_id`` plus user columns (``diagnosis``, ``age``...)."""
+        uri = join_uri(self.uri, "obs_meta")
+        if tiledb.object_type(uri, ctx=ctx_for_threads()) != "array":
+            return pd.DataFrame({"obs_subject_id": self.subject_ids})
+        df = read_dataframe(uri, ctx=ctx_for_threads())
+        if self._subjects is not None:
+            df = df[df["obs_subject_id"].isin(self._subjects)]
+        return df.sort_values("obs_subject_id").reset_index(drop=True)
+
+    @property
+    def subject_ids(self) -> list[str]:
+        """Subjects with at least one volume, sorted."""
+        ids: set[str] = set()
+        for name in self.collection_names:
+            ids.update(self.collection(name).subject_ids)
+        return sorted(ids)
+
+    def __len__(self) -> int:
+        return len(self.subject_ids)
+
+    def __repr__(self) -> str:
+        return f"RadiObject({self.uri!r}, collections={list(self.collection_names)})"
+
+    def query(self, expr: str) -> list[str]:
+        """Subject ids whose subject-table row matches a pandas query, e.g. ``"age > 60"``."""
+        df = self.obs_meta
+        try:
+            hits = df.query(expr)
+        except Exception as err:
+            raise ValueError(f"bad subject query {expr!r}: {err}; columns: {list(df.columns)}") from err
+        return sorted(hits["obs_subject_id"].astype(str))
+
+    def filter(self, expr: str) -> RadiObject:
+        """A view of the store restricted to the subjects matching ``expr``."""
+        return RadiObject(self.uri, subjects=self.query(expr))
+
+    # -- MONAI ----------------------------------------------------------------------------
+    def datalist(
+        self,
+        image: str | Sequence[str],
+        label: str | None = None,
+        columns: Sequence[str] = (),
+        split: str | None = None,
+        val_fraction: float = 0.2,
+        seed: int = 0,
+        require_label: bool = True,
+    ) -> list[dict[str, Any]]:
+        """MONAI-style dicts ``{"image": addr, "label": addr, "subject_id": ...}``.
+
+        Args:
+            image: image collection, or several (stacked as channels by ``LoadImaged``).
+            label: label collection (optional).
+            columns: subject-table columns to copy into each dict.
+            split: ``"train"``, ``"validation"`` or ``None`` (every subject).
+            val_fraction / seed: the subject-level split (see :func:`split_subjects`).
+            require_label: drop subjects without a label volume when ``label`` is given.
+        """
+        image_names = [image] if isinstance(image, str) else list(image)
+        subjects = set(self.collection(image_names[0]).subject_ids)
+        for name in image_names[1:]:
+            subjects &= set(self.collection(name).subject_ids)
+        if label is not None and require_label:
+            subjects &= set(self.collection(label).subject_ids)
+        if split is not None:
+            train, val = split_subjects(subjects, val_fraction, seed)
+            if split in ("train", "training"):
+                subjects = set(train)
+            elif split in ("val", "validation"):
+                subjects = set(val)
+            else:
+                raise ValueError(f"split must be 'train', 'validation' or None, not {split!r}")
+        meta = self.obs_meta.set_index("obs_subject_id") if columns else None
+        for col in columns:
+            if meta is not None and col not in meta.columns:
+                raise KeyError(f"subject table has no column {col!r}; columns: {list(meta.columns)}")
+        items = []
+        for sid in sorted(subjects):
+            addrs = [volume_address(self.uri, n, sid) for n in image_names]
+            item: dict[str, Any] = {"image": addrs[0] if len(addrs) == 1 else addrs, "subject_id": sid}
+            if label is not None and (require_label or sid in self.collection(label)):
+                item["label"] = volume_address(self.uri, label, sid)
+            for col in columns:
+                value = meta.at[sid, col] if meta is not None and sid in meta.index else None
+                item[col] = value.item() if hasattr(value, "item") else value
+            items.append(item)
+        return items

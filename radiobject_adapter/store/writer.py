@@ -1,0 +1,251 @@
+"""Writing into a store: groups, collections and volumes, each step safe to interrupt.
+
+A volume becomes visible only when it is added to its collection's ``volumes`` group, and
+that happens after its voxels and metadata are committed. A process killed earlier leaves
+an unregistered folder that no reader lists and that the next writer removes before
+reusing its name; re-running the same ingest completes the work.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tiledb
+
+from radiobject_adapter.config import ctx_for_threads, forget_array
+from radiobject_adapter.store.dataframe import create_dataframe, read_dataframe, write_rows
+from radiobject_adapter.store.layout import (
+    FORMAT_VERSION,
+    FORMAT_VERSION_KEY,
+    Tiling,
+    affine_to_json,
+    collection_uri,
+    compression_filters,
+    create_volume_schema,
+    join_uri,
+    read_format_version,
+)
+
+__all__ = ["OBS_COLUMNS", "StoreWriter"]
+
+# Per-volume table columns, the same as radiobject 0.1.1 writes for NIfTI input.
+OBS_COLUMNS: dict[str, Any] = {
+    "series_type": str,
+    "voxel_spacing": str,
+    "dimensions": str,
+    "datatype": np.dtype(np.int64),
+    "bitpix": np.dtype(np.int64),
+    "scl_slope": np.dtype(np.float64),
+    "scl_inter": np.dtype(np.float64),
+    "xyzt_units": np.dtype(np.int64),
+    "spatial_units": str,
+    "qform_code": np.dtype(np.int64),
+    "sform_code": np.dtype(np.int64),
+    "axcodes": str,
+    "affine_json": str,
+    "orientation_source": str,
+    "source_path": str,
+}
+
+
+class StoreWriter:
+    """Creates a store if needed and appends volumes to its collections.
+
+    Example:
+        >>> w = StoreWriter("store")
+        >>> w.write_volume("CT", "case_001", data, affine, meta={"source_path": "a.nii.gz"})
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        tiling: Tiling | None = None,
+        compression: str = "zstd",
+        compression_level: int = 3,
+        ctx: tiledb.Ctx | None = None,
+    ) -> None:
+        self.uri = str(uri).rstrip("/")
+        self.tiling = tiling or Tiling()
+        self.filters = compression_filters(compression, compression_level)
+        self.ctx = ctx or ctx_for_threads()
+        self._vfs = tiledb.VFS(ctx=self.ctx)
+        self._ensure_root()
+
+    # -- groups -------------------------------------------------------------------------
+    def _object_type(self, uri: str) -> str | None:
+        return tiledb.object_type(uri, ctx=self.ctx)
+
+    def _ensure_root(self) -> None:
+        kind = self._object_type(self.uri)
+        if kind == "group":
+            with tiledb.Group(self.uri, "r", ctx=self.ctx) as grp:
+                read_format_version({k: grp.meta[k] for k in grp.meta})
+        elif kind is None:
+            if self._vfs.is_dir(self.uri) and self._vfs.ls(self.uri):
+                raise FileExistsError(
+                    f"{self.uri!r} exists and is not a store; choose an empty or new location"
+                )
+            tiledb.Group.create(self.uri, ctx=self.ctx)
+            with tiledb.Group(self.uri, "w", ctx=self.ctx) as grp:
+                grp.meta[FORMAT_VERSION_KEY] = FORMAT_VERSION
+                grp.meta["subject_count"] = 0
+                grp.meta["n_collections"] = 0
+        else:
+            raise FileExistsError(f"{self.uri!r} is a TileDB {kind}, not a store group")
+        collections = join_uri(self.uri, "collections")
+        if self._object_type(collections) is None:
+            tiledb.Group.create(collections, ctx=self.ctx)
+            with tiledb.Group(self.uri, "w", ctx=self.ctx) as grp:
+                grp.add("collections", name="collections", relative=True)
+
+    def ensure_collection(self, name: str) -> str:
+        """Create collection ``name`` (group, ``obs``, ``volumes``) if missing; return its URI."""
+        if not name or "/" in name or name.startswith(("_", ".")):
+            raise ValueError(f"invalid collection name {name!r}")
+        uri = collection_uri(self.uri, name)
+        if self._object_type(uri) == "group" and self._object_type(join_uri(uri, "volumes")) == "group":
+            return uri
+        if self._object_type(uri) is None:
+            tiledb.Group.create(uri, ctx=self.ctx)
+        if self._object_type(join_uri(uri, "obs")) is None:
+            create_dataframe(join_uri(uri, "obs"), OBS_COLUMNS, ctx=self.ctx)
+        if self._object_type(join_uri(uri, "volumes")) is None:
+            tiledb.Group.create(join_uri(uri, "volumes"), ctx=self.ctx)
+        with tiledb.Group(uri, "w", ctx=self.ctx) as grp:
+            grp.add("obs", name="obs", relative=True)
+            grp.add("volumes", name="volumes", relative=True)
+            grp.meta["name"] = name
+            grp.meta["n_volumes"] = 0
+        with tiledb.Group(join_uri(self.uri, "collections"), "w", ctx=self.ctx) as grp:
+            grp.add(name, name=name, relative=True)
+        with tiledb.Group(join_uri(self.uri, "collections"), "r", ctx=self.ctx) as grp:
+            n = len(grp)
+        with tiledb.Group(self.uri, "w", ctx=self.ctx) as grp:
+            grp.meta["n_collections"] = n
+        return uri
+
+    def existing_obs_ids(self, name: str) -> dict[str, str]:
+        """``obs_id -> member name`` of the registered volumes of a collection."""
+        uri = join_uri(collection_uri(self.uri, name), "volumes")
+        if self._object_type(uri) != "group":
+            return {}
+        out: dict[str, str] = {}
+        with tiledb.Group(uri, "r", ctx=self.ctx) as grp:
+            members = [(m.name, m.uri) for m in grp]
+        for member_name, member_uri in members:
+            try:
+                with tiledb.open(member_uri, "r", ctx=self.ctx) as arr:
+                    if "obs_id" in arr.meta:
+                        out[str(arr.meta["obs_id"])] = member_name
+            except tiledb.TileDBError:
+                continue
+        return out
+
+    # -- volumes ------------------------------------------------------------------------
+    def _next_member_name(self, volumes_uri: str) -> str:
+        with tiledb.Group(volumes_uri, "r", ctx=self.ctx) as grp:
+            taken = {m.name for m in grp}
+        i = len(taken)
+        while str(i) in taken:
+            i += 1
+        return str(i)
+
+    def write_volume(
+        self,
+        collection: str,
+        subject_id: str,
+        obs_id: str,
+        data: np.ndarray,
+        affine: np.ndarray,
+        meta: Mapping[str, Any] | None = None,
+        obs_row: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Write one volume and register it; returns the array URI.
+
+        The steps run in an order that any interruption leaves harmless: voxels + metadata,
+        then group membership (the moment it becomes visible), then the ``obs`` row and
+        counters (repaired by the next run if missing).
+        """
+        col_uri = self.ensure_collection(collection)
+        volumes_uri = join_uri(col_uri, "volumes")
+        member = self._next_member_name(volumes_uri)
+        vol_uri = join_uri(volumes_uri, member)
+        if self._vfs.is_dir(vol_uri):
+            self._vfs.remove_dir(vol_uri)  # left by an interrupted writer; never registered
+        forget_array(vol_uri)
+        data = np.ascontiguousarray(data)
+        schema = create_volume_schema(data.shape, data.dtype, self.tiling, self.filters, ctx=self.ctx)
+        tiledb.Array.create(vol_uri, schema, ctx=self.ctx)
+        array_meta = {
+            "obs_id": obs_id,
+            "obs_subject_id": subject_id,
+            "collection": collection,
+            "tile_orientation": self.tiling.orientation_label,
+            "orientation_affine": affine_to_json(affine),
+            **{k: str(v) for k, v in (meta or {}).items()},
+        }
+        with tiledb.open(vol_uri, "w", ctx=self.ctx) as arr:
+            arr[tuple(slice(0, n) for n in data.shape)] = data
+            for key, value in array_meta.items():
+                arr.meta[key] = str(value)
+        with tiledb.Group(volumes_uri, "w", ctx=self.ctx) as grp:
+            grp.add(member, name=member, relative=True)
+        row = {"obs_subject_id": subject_id, "obs_id": obs_id, **(obs_row or {})}
+        write_rows(join_uri(col_uri, "obs"), [row], ctx=self.ctx)
+        return vol_uri
+
+    def update_counters(self, collections: Sequence[str]) -> None:
+        """Refresh ``n_volumes`` / shared ``x|y|z_dim`` of collections and ``subject_count``."""
+        subjects: set[str] = set()
+        with tiledb.Group(join_uri(self.uri, "collections"), "r", ctx=self.ctx) as grp:
+            all_names = [m.name for m in grp]
+        for name in all_names:
+            col_uri = collection_uri(self.uri, name)
+            obs = read_dataframe(join_uri(col_uri, "obs"), ctx=self.ctx)
+            subjects.update(obs["obs_subject_id"])
+            if name not in collections:
+                continue
+            with tiledb.Group(join_uri(col_uri, "volumes"), "r", ctx=self.ctx) as grp:
+                n = len(grp)
+            dims = {d for d in obs.get("dimensions", []) if isinstance(d, str) and d}
+            with tiledb.Group(col_uri, "r", ctx=self.ctx) as grp:
+                stale = [k for k in ("x_dim", "y_dim", "z_dim") if k in grp.meta]
+            with tiledb.Group(col_uri, "w", ctx=self.ctx) as grp:
+                grp.meta["n_volumes"] = n
+                if len(dims) == 1:
+                    x, y, z = json.loads(dims.pop().replace("(", "[").replace(")", "]"))[:3]
+                    grp.meta["x_dim"], grp.meta["y_dim"], grp.meta["z_dim"] = int(x), int(y), int(z)
+                else:  # shapes differ: radiobject reads a shared shape only when these exist
+                    for key in stale:
+                        del grp.meta[key]
+        with tiledb.Group(self.uri, "w", ctx=self.ctx) as grp:
+            grp.meta["subject_count"] = len(subjects)
+            grp.meta["n_collections"] = len(all_names)
+
+    # -- subject table --------------------------------------------------------------------
+    def subject_table_ids(self) -> list[str]:
+        uri = join_uri(self.uri, "obs_meta")
+        if self._object_type(uri) != "array":
+            return []
+        return list(read_dataframe(uri, ctx=self.ctx)["obs_subject_id"])
+
+    def write_subject_rows(self, rows: Sequence[Mapping[str, Any]], columns: Mapping[str, Any]) -> None:
+        """Write ``obs_meta`` rows (creating it with ``columns`` on first use)."""
+        uri = join_uri(self.uri, "obs_meta")
+        if self._object_type(uri) is None:
+            create_dataframe(uri, columns, ctx=self.ctx)
+            with tiledb.Group(self.uri, "w", ctx=self.ctx) as grp:
+                grp.add("obs_meta", name="obs_meta", relative=True)
+        else:
+            with tiledb.open(uri, "r", ctx=self.ctx) as arr:
+                have = {arr.schema.attr(i).name for i in range(arr.schema.nattr)}
+            extra = set(columns) - have
+            if extra:
+                raise ValueError(
+                    f"subject table of {self.uri!r} has columns {sorted(have)}; the new table adds "
+                    f"{sorted(extra)}. Ingest into a new store or drop those columns"
+                )
+        write_rows(uri, [{"obs_id": r["obs_subject_id"], **r} for r in rows], ctx=self.ctx)

@@ -1,0 +1,199 @@
+"""One volume of a store: partial reads, planes, affine and spacing.
+
+Example:
+    >>> vol = RadiObject("store").CT["case_001"]
+    >>> patch = vol[10:74, 20:84, 0:64]        # reads only the tiles under the patch
+    >>> plane = vol.axial(40)                  # one axial slice, shape (X, Y)
+    >>> vol.affine, vol.spacing, vol.shape, vol.dtype
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import tiledb
+
+from radiobject_adapter.config import open_array
+from radiobject_adapter.store.layout import VOXELS, affine_from_json
+
+__all__ = ["Volume"]
+
+
+def _normalise_key(key: Any, shape: Sequence[int]) -> tuple[list[tuple[int, int]], list[int]]:
+    """Turn an index into per-axis [start, stop) bounds and the axes that ints drop."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    if any(k is Ellipsis for k in key):
+        i = key.index(Ellipsis)
+        key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1 :]
+    if len(key) > len(shape):
+        raise IndexError(f"too many indices ({len(key)}) for a volume of shape {tuple(shape)}")
+    key = key + (slice(None),) * (len(shape) - len(key))
+    bounds, dropped = [], []
+    for axis, (k, n) in enumerate(zip(key, shape)):
+        if isinstance(k, slice):
+            start, stop, step = k.indices(n)
+            if step != 1:
+                raise IndexError("volume slices must have step 1; subsample after reading")
+            bounds.append((start, max(start, stop)))
+        elif isinstance(k, (int, np.integer)):
+            i = int(k) + n if k < 0 else int(k)
+            if not 0 <= i < n:
+                raise IndexError(f"index {k} out of range for axis {axis} of size {n}")
+            bounds.append((i, i + 1))
+            dropped.append(axis)
+        else:
+            raise TypeError(f"volumes are indexed by ints and slices, not {type(k).__name__}")
+    return bounds, dropped
+
+
+class Volume:
+    """A read view of one TileDB volume array.
+
+    Args:
+        uri: the array URI (``<store>/collections/<name>/volumes/<i>``).
+        timestamp: open the array as of this TileDB timestamp (time travel), e.g. to read an
+            earlier version of a label.
+    """
+
+    def __init__(self, uri: str, timestamp: int | tuple[int, int] | None = None) -> None:
+        self.uri = uri
+        self.timestamp = timestamp
+
+    # -- array access -------------------------------------------------------------------
+    @property
+    def _array(self) -> tiledb.Array:
+        return open_array(self.uri, self.timestamp)
+
+    @cached_property
+    def metadata(self) -> dict[str, Any]:
+        """All array metadata (strings as stored)."""
+        arr = self._array
+        return {k: arr.meta[k] for k in arr.meta}
+
+    @cached_property
+    def shape(self) -> tuple[int, ...]:
+        dom = self._array.schema.domain
+        return tuple(int(dom.dim(i).domain[1]) - int(dom.dim(i).domain[0]) + 1 for i in range(dom.ndim))
+
+    @cached_property
+    def tile_shape(self) -> tuple[int, ...]:
+        dom = self._array.schema.domain
+        return tuple(int(dom.dim(i).tile) for i in range(dom.ndim))
+
+    @cached_property
+    def dtype(self) -> np.dtype:
+        return self._array.schema.attr(VOXELS).dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def obs_id(self) -> str | None:
+        value = self.metadata.get("obs_id")
+        return None if value is None else str(value)
+
+    @property
+    def subject_id(self) -> str | None:
+        value = self.metadata.get("obs_subject_id")
+        return None if value is None else str(value)
+
+    @cached_property
+    def affine(self) -> np.ndarray:
+        """The 4×4 voxel-to-world (RAS+ mm, NIfTI convention) matrix; identity if unknown."""
+        text = self.metadata.get("orientation_affine")
+        if text is None:
+            return np.eye(4)
+        return affine_from_json(str(text))
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Voxel size along x, y, z (norms of the affine's columns)."""
+        return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+
+    @property
+    def source_path(self) -> str | None:
+        value = self.metadata.get("source_path")
+        return None if value is None else str(value)
+
+    def __repr__(self) -> str:
+        return f"Volume(obs_id={self.obs_id!r}, shape={self.shape}, dtype={self.dtype}, uri={self.uri!r})"
+
+    # -- reads --------------------------------------------------------------------------
+    def read_box(self, bounds: Sequence[tuple[int, int]]) -> np.ndarray:
+        """Read the half-open box ``[(x0, x1), (y0, y1), (z0, z1)]`` (must lie inside)."""
+        for (lo, hi), n in zip(bounds, self.shape):
+            if lo < 0 or hi > n or lo > hi:
+                raise IndexError(f"box {list(bounds)} outside volume of shape {self.shape}")
+        if any(lo == hi for lo, hi in bounds):
+            return np.zeros([hi - lo for lo, hi in bounds], dtype=self.dtype)
+        sl = tuple(slice(lo, hi) for lo, hi in bounds)
+        out = self._array.query(attrs=(VOXELS,))[sl]
+        return out[VOXELS] if isinstance(out, dict) else out
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        bounds, dropped = _normalise_key(key, self.shape)
+        data = self.read_box(bounds)
+        if dropped:
+            data = data.reshape([b[1] - b[0] for i, b in enumerate(bounds) if i not in dropped])
+        return data
+
+    def to_numpy(self) -> np.ndarray:
+        """The whole volume."""
+        return self[...]
+
+    def axial(self, z: int) -> np.ndarray:
+        """Axial plane ``z`` as an (X, Y) array."""
+        return self[:, :, z]
+
+    def sagittal(self, x: int) -> np.ndarray:
+        """Sagittal plane ``x`` as a (Y, Z) array."""
+        return self[x, :, :]
+
+    def coronal(self, y: int) -> np.ndarray:
+        """Coronal plane ``y`` as an (X, Z) array."""
+        return self[:, y, :]
+
+    def plane(self, axis: int | str, index: int) -> np.ndarray:
+        """Plane by axis (0/``"sagittal"``, 1/``"coronal"``, 2/``"axial"``)."""
+        names = {"sagittal": 0, "coronal": 1, "axial": 2}
+        ax = names[axis] if isinstance(axis, str) else int(axis)
+        key: list[Any] = [slice(None)] * 3
+        key[ax] = index
+        return self[tuple(key)]
+
+    # -- export -------------------------------------------------------------------------
+    def to_nifti(self, path: str, dtype: np.dtype | None = None) -> str:
+        """Write the volume as NIfTI with its affine and (when known) sform/qform codes."""
+        import nibabel as nib
+
+        data = self.to_numpy()
+        if dtype is not None:
+            data = data.astype(dtype)
+        img = nib.Nifti1Image(data, self.affine)
+        sform = int(self.metadata.get("nifti_sform_code", 1) or 1)
+        qform = int(self.metadata.get("nifti_qform_code", 1) or 1)
+        img.header.set_sform(self.affine, code=sform)
+        img.header.set_qform(self.affine, code=qform)
+        units = self.metadata.get("nifti_xyzt_units")
+        if units is not None:
+            img.header["xyzt_units"] = int(units)
+        nib.save(img, path)
+        return path
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-friendly description (shape, dtype, spacing, affine, ids)."""
+        return {
+            "obs_id": self.obs_id,
+            "subject_id": self.subject_id,
+            "shape": list(self.shape),
+            "dtype": str(self.dtype),
+            "spacing": list(self.spacing),
+            "affine": json.loads(json.dumps(self.affine.tolist())),
+            "tile_shape": list(self.tile_shape),
+        }
