@@ -71,9 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         help="collections that hold labels (default: those named seg/label/labels/mask/masks)",
     )
     ing.add_argument("--tiling", choices=["isotropic", "axial", "sagittal", "coronal"], default="isotropic")
-    ing.add_argument(
-        "--tile-extent", type=_tile_extent, default=None, help="isotropic tile size (default 64)"
-    )
+    ing.add_argument("--tile-extent", type=_tile_extent, default=None, help="isotropic tile size (default 64)")
     ing.add_argument("--compression", choices=["zstd", "lz4", "gzip", "none"], default="zstd")
     ing.add_argument("--compression-level", type=int, default=3)
     ing.add_argument("--affine-atol", type=float, default=1e-3, help="allowed image/label affine difference")
@@ -139,9 +137,7 @@ def _info(args: argparse.Namespace) -> int:
         print(f"{out['uri']} (format {out['format_version']}): {out['subjects']} subjects")
         print(f"  subject table columns: {out['subject_table_columns']}")
         for name, c in out["collections"].items():
-            print(
-                f"  {name}: {c['volumes']} volumes, dtypes {c['dtypes']}, {len(c['shapes'])} distinct shapes"
-            )
+            print(f"  {name}: {c['volumes']} volumes, dtypes {c['dtypes']}, {len(c['shapes'])} distinct shapes")
     return 0
 
 

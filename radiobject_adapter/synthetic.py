@@ -124,9 +124,7 @@ def make_ct_dataset(
         images.append(img_path)
         labels.append(lbl_path)
         ids.append(sid)
-        rows.append(
-            {"subject_id": sid, "diagnosis": ("tumor", "healthy")[i % 2], "age": int(rng.integers(30, 80))}
-        )
+        rows.append({"subject_id": sid, "diagnosis": ("tumor", "healthy")[i % 2], "age": int(rng.integers(30, 80))})
     table = os.path.join(root, "subjects.csv")
     pd.DataFrame(rows).to_csv(table, index=False)
     return SyntheticDataset(root, images, labels, ids, table)

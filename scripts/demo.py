@@ -68,9 +68,7 @@ def main() -> int:
 
     print("[3/3] reading back through MONAI LoadImaged with radiobject_adapter.TileDBReader ...")
     radi = RadiObject(store)
-    train = radi.datalist(
-        image="CT", label="seg", columns=["diagnosis", "age"], split="train", seed=args.seed
-    )
+    train = radi.datalist(image="CT", label="seg", columns=["diagnosis", "age"], split="train", seed=args.seed)
     val = radi.datalist(image="CT", label="seg", split="validation", seed=args.seed)
     load = Compose(
         [

@@ -83,8 +83,7 @@ class VolumeCollection:
             obs = self.obs
             subject_of = dict(zip(obs["obs_id"], obs["obs_subject_id"]))
             entries["obs_subject_id"] = [
-                s if isinstance(s, str) else subject_of.get(o)
-                for o, s in zip(entries.obs_id, entries.obs_subject_id)
+                s if isinstance(s, str) else subject_of.get(o) for o, s in zip(entries.obs_id, entries.obs_subject_id)
             ]
         entries = entries.drop_duplicates("obs_id", keep="last").sort_values("obs_id").reset_index(drop=True)
         if self._subjects is not None:
@@ -141,9 +140,7 @@ class VolumeCollection:
                 f"give an obs_id or a subject id, e.g. {e['obs_subject_id'].iloc[0] if len(e) else '-'!r}"
             )
         if len(hit) > 1:
-            raise KeyError(
-                f"subject {key!r} has {len(hit)} volumes in {self.name!r}; give the obs_id instead"
-            )
+            raise KeyError(f"subject {key!r} has {len(hit)} volumes in {self.name!r}; give the obs_id instead")
         return str(e.at[hit[0], "uri"])
 
     def _volume_for_obs_id(self, obs_id: str) -> Volume:

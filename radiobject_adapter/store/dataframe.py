@@ -54,9 +54,7 @@ def write_rows(uri: str, rows: Sequence[Mapping[str, object]], ctx: tiledb.Ctx |
             attr = schema.attr(i)
             raw = [r.get(attr.name) for r in rows]
             if attr.isvar or attr.dtype.kind in "US":
-                data[attr.name] = np.array(
-                    ["" if v is None or v is pd.NA else str(v) for v in raw], dtype=object
-                )
+                data[attr.name] = np.array(["" if v is None or v is pd.NA else str(v) for v in raw], dtype=object)
             else:
                 fill = np.nan if attr.dtype.kind == "f" else 0
                 data[attr.name] = np.array(

@@ -81,9 +81,7 @@ class IngestReport:
         return "\n".join(lines)
 
 
-def load_subject_table(
-    table: pd.DataFrame | str | os.PathLike, subject_column: str | None = None
-) -> pd.DataFrame:
+def load_subject_table(table: pd.DataFrame | str | os.PathLike, subject_column: str | None = None) -> pd.DataFrame:
     """Read and check a subject table (CSV path or DataFrame); returns it indexed by subject id.
 
     The subject column is ``subject_column`` if given, else the first of ``obs_subject_id``,
@@ -198,9 +196,7 @@ def ingest_niftis(
         raise IngestError("no collections given; pass e.g. images={'CT': 'imagesTr/'}")
     settings = current_settings().write
     tiling_obj = tiling if isinstance(tiling, Tiling) else Tiling(tiling, tile_extent)
-    labels = (
-        set(label_collections) if label_collections is not None else set(images) & DEFAULT_LABEL_COLLECTIONS
-    )
+    labels = set(label_collections) if label_collections is not None else set(images) & DEFAULT_LABEL_COLLECTIONS
     unknown = labels - set(images)
     if unknown:
         raise IngestError(f"label collections {sorted(unknown)} are not among the inputs {sorted(images)}")

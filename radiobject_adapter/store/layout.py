@@ -119,9 +119,7 @@ class Tiling:
     @property
     def orientation_label(self) -> str:
         # radiobject's tile_orientation values
-        return {"isotropic": "isotropic", "axial": "axial", "sagittal": "sagittal", "coronal": "coronal"}[
-            self.strategy
-        ]
+        return {"isotropic": "isotropic", "axial": "axial", "sagittal": "sagittal", "coronal": "coronal"}[self.strategy]
 
 
 def create_volume_schema(

@@ -68,9 +68,7 @@ def discover_files(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> lis
     if any(ch in text for ch in "*?["):
         files = sorted(f for f in glob.glob(text, recursive=True) if os.path.isfile(f))
     elif os.path.isdir(text):
-        files = sorted(
-            os.path.join(text, f) for f in os.listdir(text) if _is_supported(f) and not f.startswith(".")
-        )
+        files = sorted(os.path.join(text, f) for f in os.listdir(text) if _is_supported(f) and not f.startswith("."))
     elif os.path.isfile(text) and text.lower().endswith((".txt", ".lst", ".list")):
         base = os.path.dirname(os.path.abspath(text))
         files = [

@@ -33,9 +33,7 @@ class StoreNotFoundError(FileNotFoundError):
     """The URI does not hold a radiobundles / RadiObject store."""
 
 
-def split_subjects(
-    subject_ids: Iterable[str], val_fraction: float = 0.2, seed: int = 0
-) -> tuple[list[str], list[str]]:
+def split_subjects(subject_ids: Iterable[str], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[str], list[str]]:
     """Seeded subject-level split: the same ids, fraction and seed give the same split.
 
     Example:
@@ -102,9 +100,7 @@ class RadiObject:
     def collection(self, name: str) -> VolumeCollection:
         """The collection ``name`` (e.g. ``"CT"``, ``"seg"``)."""
         if name not in self.collection_names:
-            raise KeyError(
-                f"no collection {name!r} in {self.uri!r}; collections: {list(self.collection_names)}"
-            )
+            raise KeyError(f"no collection {name!r} in {self.uri!r}; collections: {list(self.collection_names)}")
         if name not in self._collections:
             self._collections[name] = VolumeCollection(collection_uri(self.uri, name), name, self._subjects)
         return self._collections[name]

@@ -85,9 +85,7 @@ class StoreWriter:
                 read_format_version({k: grp.meta[k] for k in grp.meta})
         elif kind is None:
             if self._vfs.is_dir(self.uri) and self._vfs.ls(self.uri):
-                raise FileExistsError(
-                    f"{self.uri!r} exists and is not a store; choose an empty or new location"
-                )
+                raise FileExistsError(f"{self.uri!r} exists and is not a store; choose an empty or new location")
             tiledb.Group.create(self.uri, ctx=self.ctx)
             with tiledb.Group(self.uri, "w", ctx=self.ctx) as grp:
                 grp.meta[FORMAT_VERSION_KEY] = FORMAT_VERSION
