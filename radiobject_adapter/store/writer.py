@@ -72,6 +72,7 @@ class StoreWriter:
         self.filters = compression_filters(compression, compression_level)
         self.ctx = ctx or ctx_for_threads()
         self._vfs = tiledb.VFS(ctx=self.ctx)
+        self._ensured: set[str] = set()
         self._ensure_root()
 
     # -- groups -------------------------------------------------------------------------
@@ -80,31 +81,39 @@ class StoreWriter:
 
     def _ensure_root(self) -> None:
         kind = self._object_type(self.uri)
-        if kind == "group":
-            with tiledb.Group(self.uri, "r", ctx=self.ctx) as grp:
-                read_format_version({k: grp.meta[k] for k in grp.meta})
-        elif kind is None:
+        if kind is None:
             if self._vfs.is_dir(self.uri) and self._vfs.ls(self.uri):
                 raise FileExistsError(f"{self.uri!r} exists and is not a store; choose an empty or new location")
             tiledb.Group.create(self.uri, ctx=self.ctx)
-            with tiledb.Group(self.uri, "w", ctx=self.ctx) as grp:
-                grp.meta[FORMAT_VERSION_KEY] = FORMAT_VERSION
-                grp.meta["subject_count"] = 0
-                grp.meta["n_collections"] = 0
-        else:
+        elif kind != "group":
             raise FileExistsError(f"{self.uri!r} is a TileDB {kind}, not a store group")
+        with tiledb.Group(self.uri, "r", ctx=self.ctx) as grp:
+            meta = {k: grp.meta[k] for k in grp.meta}
+            members = {m.name for m in grp}
+        read_format_version(meta)
         collections = join_uri(self.uri, "collections")
         if self._object_type(collections) is None:
             tiledb.Group.create(collections, ctx=self.ctx)
+        # every step is re-checked, so a creation cut short by a kill is completed here
+        if FORMAT_VERSION_KEY not in meta or "collections" not in members:
             with tiledb.Group(self.uri, "w", ctx=self.ctx) as grp:
-                grp.add("collections", name="collections", relative=True)
+                if FORMAT_VERSION_KEY not in meta and "n_collections" not in meta:
+                    grp.meta[FORMAT_VERSION_KEY] = FORMAT_VERSION
+                    grp.meta["subject_count"] = 0
+                    grp.meta["n_collections"] = 0
+                if "collections" not in members:
+                    grp.add("collections", name="collections", relative=True)
 
     def ensure_collection(self, name: str) -> str:
-        """Create collection ``name`` (group, ``obs``, ``volumes``) if missing; return its URI."""
+        """Create collection ``name`` (group, ``obs``, ``volumes``) if missing; return its URI.
+
+        Each piece is checked separately, so a collection whose creation was interrupted
+        (say, created but not yet registered) is completed rather than trusted.
+        """
         if not name or "/" in name or name.startswith(("_", ".")):
             raise ValueError(f"invalid collection name {name!r}")
         uri = collection_uri(self.uri, name)
-        if self._object_type(uri) == "group" and self._object_type(join_uri(uri, "volumes")) == "group":
+        if name in self._ensured:
             return uri
         if self._object_type(uri) is None:
             tiledb.Group.create(uri, ctx=self.ctx)
@@ -112,17 +121,26 @@ class StoreWriter:
             create_dataframe(join_uri(uri, "obs"), OBS_COLUMNS, ctx=self.ctx)
         if self._object_type(join_uri(uri, "volumes")) is None:
             tiledb.Group.create(join_uri(uri, "volumes"), ctx=self.ctx)
-        with tiledb.Group(uri, "w", ctx=self.ctx) as grp:
-            grp.add("obs", name="obs", relative=True)
-            grp.add("volumes", name="volumes", relative=True)
-            grp.meta["name"] = name
-            grp.meta["n_volumes"] = 0
-        with tiledb.Group(join_uri(self.uri, "collections"), "w", ctx=self.ctx) as grp:
-            grp.add(name, name=name, relative=True)
-        with tiledb.Group(join_uri(self.uri, "collections"), "r", ctx=self.ctx) as grp:
-            n = len(grp)
-        with tiledb.Group(self.uri, "w", ctx=self.ctx) as grp:
-            grp.meta["n_collections"] = n
+        with tiledb.Group(uri, "r", ctx=self.ctx) as grp:
+            members = {m.name for m in grp}
+            has_meta = "n_volumes" in grp.meta
+        if {"obs", "volumes"} - members or not has_meta:
+            with tiledb.Group(uri, "w", ctx=self.ctx) as grp:
+                for child in ("obs", "volumes"):
+                    if child not in members:
+                        grp.add(child, name=child, relative=True)
+                grp.meta["name"] = name
+                if not has_meta:
+                    grp.meta["n_volumes"] = 0
+        collections = join_uri(self.uri, "collections")
+        with tiledb.Group(collections, "r", ctx=self.ctx) as grp:
+            registered = {m.name for m in grp}
+        if name not in registered:
+            with tiledb.Group(collections, "w", ctx=self.ctx) as grp:
+                grp.add(name, name=name, relative=True)
+            with tiledb.Group(self.uri, "w", ctx=self.ctx) as grp:
+                grp.meta["n_collections"] = len(registered) + 1
+        self._ensured.add(name)
         return uri
 
     def existing_obs_ids(self, name: str) -> dict[str, str]:

@@ -1,0 +1,67 @@
+"""The `radiobundles` console script as a data engineer runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from radiobject_adapter import RadiObject
+from radiobject_adapter.synthetic import make_ct_dataset
+
+EXE = str(Path(sys.executable).with_name("radiobundles"))
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TQDM_DISABLE": "0"}
+    return subprocess.run([EXE, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_ingest_command_writes_store_shows_progress_and_info_describes_it(tmp_path: Path) -> None:
+    ds = make_ct_dataset(str(tmp_path / "nifti"), n_subjects=3, shape_range=((16, 20), (16, 20), (8, 10)), seed=2)
+    store = str(tmp_path / "store")
+    done = _run(
+        "ingest",
+        store,
+        "-c",
+        f"CT={ds.images_dir}/*_0000.nii.gz",
+        "-c",
+        f"seg={ds.labels_dir}",
+        "--obs-meta",
+        ds.subject_table,
+        "--tiling",
+        "axial",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "6/6" in done.stderr  # tqdm: files done / total
+    assert "CT: 3 written" in done.stdout
+    radi = RadiObject(store)
+    assert radi.CT.iloc[0].tile_shape[2] == 1
+    info = _run("info", store, "--json")
+    described = json.loads(info.stdout)
+    assert described["subjects"] == 3 and described["collections"]["seg"]["dtypes"] == ["uint8"]
+    assert set(described["subject_table_columns"]) == {"diagnosis", "age"}
+
+
+def test_rejected_subject_gives_exit_3_and_the_rest_is_written(tmp_path: Path) -> None:
+    ds = make_ct_dataset(str(tmp_path / "nifti"), n_subjects=3, shape_range=((16, 20), (16, 20), (8, 10)), seed=2)
+    nib.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.uint8), np.eye(4)), ds.labels[0])
+    done = _run(
+        "ingest", str(tmp_path / "store"), "-c", f"CT={ds.images_dir}", "-c", f"seg={ds.labels_dir}", "--no-progress"
+    )
+    assert done.returncode == 3
+    assert "REJECTED case_000" in done.stdout and "run the same command again" in done.stderr
+    assert RadiObject(str(tmp_path / "store")).CT.subject_ids == ["case_001", "case_002"]
+
+
+def test_bad_input_gives_exit_2_with_a_message_and_no_store(tmp_path: Path) -> None:
+    done = _run("ingest", str(tmp_path / "store"), "-c", f"CT={tmp_path}/missing/*.nii.gz")
+    assert done.returncode == 2 and "matched no image files" in done.stderr
+    assert not (tmp_path / "store").exists()
+    done = _run("info", str(tmp_path))
+    assert done.returncode == 2 and "is not a radiobundles store" in done.stderr

@@ -1,0 +1,59 @@
+"""Partial reads equal the same crop of the nibabel array; planes; affine and spacing."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from radiobject_adapter import RadiObject
+
+
+@pytest.fixture(scope="module")
+def pairs(ct_store: str, synthetic_ct):
+    radi = RadiObject(ct_store)
+    return [(radi.CT[sid], nib.load(path)) for sid, path in zip(synthetic_ct.subject_ids, synthetic_ct.images)]
+
+
+def test_random_partial_reads_match_nibabel_crops(pairs) -> None:
+    rng = np.random.default_rng(0)
+    for vol, img in pairs:
+        ref = np.asanyarray(img.dataobj)
+        for _ in range(10):
+            lo = [int(rng.integers(0, n)) for n in vol.shape]
+            hi = [int(rng.integers(a + 1, n + 1)) for a, n in zip(lo, vol.shape)]
+            box = tuple(slice(a, b) for a, b in zip(lo, hi))
+            np.testing.assert_array_equal(vol[box], ref[box])
+
+
+def test_planes_integers_and_negative_indices(pairs) -> None:
+    vol, img = pairs[0]
+    ref = np.asanyarray(img.dataobj)
+    np.testing.assert_array_equal(vol.axial(3), ref[:, :, 3])
+    np.testing.assert_array_equal(vol.sagittal(5), ref[5])
+    np.testing.assert_array_equal(vol.coronal(-1), ref[:, -1, :])
+    np.testing.assert_array_equal(vol.plane("axial", 2), ref[:, :, 2])
+    np.testing.assert_array_equal(vol[2:9, ..., -3], ref[2:9, ..., -3])
+    np.testing.assert_array_equal(vol.to_numpy(), ref)
+
+
+def test_out_of_range_and_strided_reads_are_refused(pairs) -> None:
+    vol, _ = pairs[0]
+    with pytest.raises(IndexError, match="out of range"):
+        vol.axial(vol.shape[2])
+    with pytest.raises(IndexError, match="step 1"):
+        vol[::2]
+
+
+def test_affine_spacing_shape_dtype_come_from_the_source(pairs) -> None:
+    for vol, img in pairs:
+        np.testing.assert_allclose(vol.affine, img.affine)
+        np.testing.assert_allclose(vol.spacing, img.header.get_zooms()[:3], rtol=1e-5)
+        assert vol.shape == img.shape and vol.dtype == img.get_data_dtype()
+
+
+def test_to_nifti_round_trips(pairs, tmp_path) -> None:
+    vol, img = pairs[1]
+    out = nib.load(vol.to_nifti(str(tmp_path / "v.nii.gz")))
+    np.testing.assert_array_equal(np.asanyarray(out.dataobj), np.asanyarray(img.dataobj))
+    np.testing.assert_allclose(out.affine, img.affine, atol=1e-5)
