@@ -15,9 +15,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 def synthetic_ct(tmp_path_factory: pytest.TempPathFactory) -> SyntheticDataset:
     """Six subjects of varying shape and spacing, oblique affines, int16 CT + uint8 labels."""
     root = tmp_path_factory.mktemp("synthetic_ct")
-    return make_ct_dataset(
-        str(root), n_subjects=6, shape_range=((40, 56), (36, 52), (24, 36)), oblique=True, seed=7
-    )
+    return make_ct_dataset(str(root), n_subjects=6, shape_range=((40, 56), (36, 52), (24, 36)), oblique=True, seed=7)
 
 
 @pytest.fixture(scope="session")
