@@ -17,7 +17,20 @@ from radiobject_adapter.config import (
     ctx_for_process,
     ctx_for_threads,
 )
+from radiobject_adapter.data import (
+    DatasetConfig,
+    LoadingMode,
+    SegmentationDataset,
+    TileDBDataset,
+    VolumeCollectionDataset,
+    VolumeCollectionSubjectsDataset,
+    create_inference_dataloader,
+    create_segmentation_dataloader,
+    create_training_dataloader,
+    create_validation_dataloader,
+)
 from radiobject_adapter.reader import TileDBReader
+from radiobject_adapter.stats import TileDBStats
 from radiobject_adapter.store.collection import VolumeCollection
 from radiobject_adapter.store.ingest import IngestError, IngestReport, ingest_niftis
 from radiobject_adapter.store.layout import FORMAT_VERSION, FormatVersionError, Tiling
@@ -29,21 +42,32 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FORMAT_VERSION",
+    "DatasetConfig",
     "FormatVersionError",
     "IngestError",
     "IngestReport",
+    "LoadingMode",
     "RadiObject",
     "ReadConfig",
     "S3Config",
+    "SegmentationDataset",
     "StoreNotFoundError",
+    "TileDBDataset",
     "TileDBReader",
+    "TileDBStats",
     "Tiling",
     "Volume",
     "VolumeAddress",
     "VolumeCollection",
+    "VolumeCollectionDataset",
+    "VolumeCollectionSubjectsDataset",
     "WriteConfig",
     "__version__",
     "configure",
+    "create_inference_dataloader",
+    "create_segmentation_dataloader",
+    "create_training_dataloader",
+    "create_validation_dataloader",
     "ctx_for_process",
     "ctx_for_threads",
     "ingest_niftis",

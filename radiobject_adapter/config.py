@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -73,9 +74,10 @@ class WriteConfig:
 
 @dataclass(frozen=True)
 class S3Config:
-    """S3 settings; credentials come from the environment unless given here.
-
-    Credentials are never written to logs, errors or stored metadata; ``repr`` hides them.
+    """S3 settings. Credentials come from the AWS SDK's default chain (environment
+    variables ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``,
+    profiles, instance roles) unless given here; they are never written to logs, errors or
+    stored metadata, and ``repr`` hides them.
 
     Args:
         region: bucket region.
@@ -84,8 +86,15 @@ class S3Config:
         use_virtual_addressing: ``False`` for path-style addressing (most local servers).
         max_parallel_ops: parallel S3 requests per query.
         multipart_part_size: bytes per multipart upload part.
-        connect_max_tries: connection attempts before a request fails.
-        aws_access_key_id / aws_secret_access_key: explicit credentials (optional).
+        connect_max_tries: connection attempts before a request fails (transient faults are
+            retried with backoff by the SDK).
+        connect_timeout_ms / request_timeout_ms: per-connection and per-request limits.
+        aws_access_key_id / aws_secret_access_key / aws_session_token: explicit credentials.
+
+    Older S3-compatible servers (moto < 5) do not decode the SDK's checksum-trailer upload
+    framing: set ``AWS_REQUEST_CHECKSUM_CALCULATION=when_required`` in the environment for
+    them (``radiobject_adapter.testing.S3Server`` does). A server written in Python must run
+    in its own process: TileDB-Py holds the GIL during parts of a read.
     """
 
     region: str = "us-east-1"
@@ -95,8 +104,11 @@ class S3Config:
     max_parallel_ops: int = 8
     multipart_part_size: int = 8 * 1024 * 1024
     connect_max_tries: int = 5
+    connect_timeout_ms: int = 10_000
+    request_timeout_ms: int = 30_000
     aws_access_key_id: str | None = field(default=None, repr=False)
     aws_secret_access_key: str | None = field(default=None, repr=False)
+    aws_session_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -130,6 +142,9 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+# TileDB-Py warns on every fork after a context exists. Contexts made through this module
+# are never used across a fork (see above), so that warning would only be noise for users.
+warnings.filterwarnings("ignore", message="TileDB is a multithreading library", category=UserWarning)
 
 
 def _current_state() -> _ProcessState:
@@ -155,11 +170,15 @@ def tiledb_config(settings: _Settings | None = None) -> tiledb.Config:
     }
     if s.s3.endpoint_override:
         cfg["vfs.s3.endpoint_override"] = s.s3.endpoint_override
-    key_id = s.s3.aws_access_key_id or os.environ.get("AWS_ACCESS_KEY_ID")
-    secret = s.s3.aws_secret_access_key or os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if key_id and secret:
-        cfg["vfs.s3.aws_access_key_id"] = key_id
-        cfg["vfs.s3.aws_secret_access_key"] = secret
+    cfg["vfs.s3.connect_timeout_ms"] = str(s.s3.connect_timeout_ms)
+    cfg["vfs.s3.request_timeout_ms"] = str(s.s3.request_timeout_ms)
+    # Only explicit credentials go into the config (whose items() shows them unmasked); the
+    # SDK's own chain reads the environment, including session tokens of temporary keys.
+    if s.s3.aws_access_key_id and s.s3.aws_secret_access_key:
+        cfg["vfs.s3.aws_access_key_id"] = s.s3.aws_access_key_id
+        cfg["vfs.s3.aws_secret_access_key"] = s.s3.aws_secret_access_key
+        if s.s3.aws_session_token:
+            cfg["vfs.s3.aws_session_token"] = s.s3.aws_session_token
     cfg.update(s.extra)
     return tiledb.Config(cfg)
 

@@ -18,6 +18,7 @@ import numpy as np
 import tiledb
 
 from radiobject_adapter.config import open_array
+from radiobject_adapter.stats import count_query
 from radiobject_adapter.store.layout import VOXELS, affine_from_json
 
 __all__ = ["Volume"]
@@ -133,6 +134,7 @@ class Volume:
         if any(lo == hi for lo, hi in bounds):
             return np.zeros([hi - lo for lo, hi in bounds], dtype=self.dtype)
         sl = tuple(slice(lo, hi) for lo, hi in bounds)
+        count_query()
         out = self._array.query(attrs=(VOXELS,))[sl]
         return out[VOXELS] if isinstance(out, dict) else out
 

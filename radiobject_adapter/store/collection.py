@@ -65,15 +65,16 @@ class VolumeCollection:
             member_uris = [m.uri for m in grp]
 
         def identify(uri: str) -> tuple[str, str | None, str] | None:
-            try:
-                with tiledb.open(uri, "r", ctx=ctx) as arr:
-                    meta = arr.meta
-                    if "obs_id" not in meta:
-                        return None
-                    subject = meta["obs_subject_id"] if "obs_subject_id" in meta else None
-                    return str(meta["obs_id"]), subject, uri
-            except tiledb.TileDBError:
-                return None  # a member that does not open is not a volume (reported by `check`)
+            # Only members that are not arrays are skipped; any other error (a timeout on S3)
+            # must surface rather than make a volume silently vanish from the listing.
+            if tiledb.object_type(uri, ctx=ctx) != "array":
+                return None
+            with tiledb.open(uri, "r", ctx=ctx) as arr:
+                meta = arr.meta
+                if "obs_id" not in meta:
+                    return None
+                subject = meta["obs_subject_id"] if "obs_subject_id" in meta else None
+                return str(meta["obs_id"]), subject, uri
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             found = [r for r in pool.map(identify, member_uris) if r is not None]

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from radiobject_adapter.config import current_settings
 from radiobject_adapter.store.dataframe import column_dtype
+from radiobject_adapter.store.foreground import ForegroundIndex
 from radiobject_adapter.store.layout import Tiling, make_obs_id
 from radiobject_adapter.store.naming import discover_files, subject_id_from_path
 from radiobject_adapter.store.nifti import LoadedVolume, load_nifti
@@ -247,6 +248,7 @@ def ingest_niftis(
                     vol.affine,
                     meta=vol.array_metadata(),
                     obs_row=vol.obs_row(series_type=c),
+                    raw_meta=ForegroundIndex.compute(vol.data).to_metadata() if c in labels else None,
                 )
                 report.written.setdefault(c, []).append(sid)
                 bar.update(1)

@@ -178,6 +178,7 @@ class StoreWriter:
         affine: np.ndarray,
         meta: Mapping[str, Any] | None = None,
         obs_row: Mapping[str, Any] | None = None,
+        raw_meta: Mapping[str, Any] | None = None,
     ) -> str:
         """Write one volume and register it; returns the array URI.
 
@@ -207,6 +208,8 @@ class StoreWriter:
             arr[tuple(slice(0, n) for n in data.shape)] = data
             for key, value in array_meta.items():
                 arr.meta[key] = str(value)
+            for key, value in (raw_meta or {}).items():  # e.g. the foreground index (numpy)
+                arr.meta[key] = value
         with tiledb.Group(volumes_uri, "w", ctx=self.ctx) as grp:
             grp.add(member, name=member, relative=True)
         row = {"obs_subject_id": subject_id, "obs_id": obs_id, **(obs_row or {})}
