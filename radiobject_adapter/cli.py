@@ -4,6 +4,7 @@ Examples::
 
     radiobundles ingest store -c CT=data/imagesTr -c seg=data/labelsTr --obs-meta data/subjects.csv
     radiobundles ingest store -c CT='data/**/*_0000.nii.gz' --tiling axial
+    radiobundles index-foreground store -c seg      # stores written before the index existed
     radiobundles info store
 
 Exit status: 0 when every subject was ingested, 3 when some were rejected (listed, the rest
@@ -77,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument("--affine-atol", type=float, default=1e-3, help="allowed image/label affine difference")
     ing.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    idx = sub.add_parser(
+        "index-foreground",
+        help="build the foreground index of label collections (stores made before it existed)",
+    )
+    idx.add_argument("store")
+    idx.add_argument("-c", "--collection", dest="collections", action="append", required=True, help="label collection")
+    idx.add_argument("--no-progress", action="store_true")
+
     info = sub.add_parser("info", help="describe a store (collections, subjects, volumes)")
     info.add_argument("store")
     info.add_argument("--json", action="store_true", help="machine-readable output")
@@ -108,6 +117,17 @@ def _ingest(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 3
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from radiobject_adapter.store.foreground import index_collection
+    from radiobject_adapter.store.radiobject import RadiObject
+
+    radi = RadiObject(args.store)
+    for name in args.collections:
+        n = index_collection(radi.collection(name), progress=not args.no_progress)
+        print(f"{name}: indexed {n} volume(s); {len(radi.collection(name)) - n} already had an index")
     return 0
 
 
@@ -151,8 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "ingest":
             return _ingest(args)
+        if args.command == "index-foreground":
+            return _index(args)
         return _info(args)
-    except (IngestError, FileNotFoundError, FileExistsError, StoreNotFoundError, FormatVersionError) as err:
+    except (IngestError, FileNotFoundError, FileExistsError, StoreNotFoundError, FormatVersionError, KeyError) as err:
         print(f"radiobundles {args.command}: error: {err}", file=sys.stderr)
         return 2
 

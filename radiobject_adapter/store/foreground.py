@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FOREGROUND_KEYS", "ForegroundIndex", "ensure_foreground_index"]
+__all__ = ["FOREGROUND_KEYS", "ForegroundIndex", "ensure_foreground_index", "index_collection"]
 
 INDEX_KEY = "foreground_index"
 COUNTS_KEY = "foreground_counts"
@@ -143,3 +143,19 @@ def ensure_foreground_index(
             pass  # read-only store: keep the index in memory for this process
     volume.__dict__["metadata"] = {**volume.metadata, **index.to_metadata()}
     return index
+
+
+def index_collection(collection: Any, progress: bool = True) -> int:
+    """Build (and store) the foreground index of every label volume lacking one.
+
+    Returns the number of volumes indexed now. Used by ``radiobundles index-foreground``
+    for stores written before the index existed.
+    """
+    from tqdm.auto import tqdm
+
+    done = 0
+    for vol in tqdm(list(collection), desc=f"index {collection.name}", unit="vol", disable=not progress):
+        if ForegroundIndex.from_metadata(vol.metadata) is None:
+            ensure_foreground_index(vol)
+            done += 1
+    return done

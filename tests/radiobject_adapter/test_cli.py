@@ -65,3 +65,23 @@ def test_bad_input_gives_exit_2_with_a_message_and_no_store(tmp_path: Path) -> N
     assert not (tmp_path / "store").exists()
     done = _run("info", str(tmp_path))
     assert done.returncode == 2 and "is not a radiobundles store" in done.stderr
+
+
+def test_index_foreground_command_indexes_old_label_volumes(ct_store: str, tmp_path: Path) -> None:
+    import shutil
+
+    import tiledb
+
+    from radiobject_adapter.store.foreground import FOREGROUND_KEYS
+
+    copy = tmp_path / "old"
+    shutil.copytree(ct_store, copy)
+    for vol in RadiObject(str(copy)).seg:
+        with tiledb.open(vol.uri, "w") as arr:
+            for key in FOREGROUND_KEYS:
+                del arr.meta[key]
+    done = _run("index-foreground", str(copy), "-c", "seg", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    n = len(RadiObject(str(copy)).seg)
+    assert f"seg: indexed {n} volume(s)" in done.stdout
+    assert all(set(FOREGROUND_KEYS) <= set(v.metadata) for v in RadiObject(str(copy)).seg)
