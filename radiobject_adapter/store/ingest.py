@@ -215,45 +215,48 @@ def ingest_niftis(
     image_names = [n for n in images if n not in labels]
     n_files = sum(len(v) for v in by_subject.values())
     ingested_subjects: list[str] = []
-    with tqdm(total=n_files, unit="file", desc="ingest", disable=not progress) as bar:
-        for sid in sorted(by_subject):
-            files = by_subject[sid]
-            todo = {c: p for c, p in files.items() if make_obs_id(sid, c) not in present[c]}
-            for c in set(files) - set(todo):
-                report.already_present.setdefault(c, []).append(sid)
-            if not todo:
-                bar.update(len(files))
+    try:
+        with tqdm(total=n_files, unit="file", desc="ingest", disable=not progress) as bar:
+            for sid in sorted(by_subject):
+                files = by_subject[sid]
+                todo = {c: p for c, p in files.items() if make_obs_id(sid, c) not in present[c]}
+                for c in set(files) - set(todo):
+                    report.already_present.setdefault(c, []).append(sid)
+                if not todo:
+                    bar.update(len(files))
+                    ingested_subjects.append(sid)
+                    continue
+                try:
+                    loaded = {c: load_nifti(p) for c, p in files.items()}
+                    for c in labels & set(loaded):
+                        loaded[c] = _as_label(loaded[c])
+                    ref = next((loaded[c] for c in image_names if c in loaded), None)
+                    for c in labels & set(loaded):
+                        problem = _check_pair(ref, loaded[c], affine_atol) if ref is not None else None
+                        if problem:
+                            raise ValueError(problem)
+                except (ValueError, OSError, EOFError) as err:
+                    report.failures.append(IngestFailure(sid, str(err), tuple(files.values())))
+                    bar.update(len(files))
+                    continue
+                for c in sorted(todo):
+                    vol = loaded[c]
+                    writer.write_volume(
+                        c,
+                        sid,
+                        make_obs_id(sid, c),
+                        vol.data,
+                        vol.affine,
+                        meta=vol.array_metadata(),
+                        obs_row=vol.obs_row(series_type=c),
+                        raw_meta=ForegroundIndex.compute(vol.data).to_metadata() if c in labels else None,
+                    )
+                    report.written.setdefault(c, []).append(sid)
+                    bar.update(1)
+                bar.update(len(files) - len(todo))
                 ingested_subjects.append(sid)
-                continue
-            try:
-                loaded = {c: load_nifti(p) for c, p in files.items()}
-                for c in labels & set(loaded):
-                    loaded[c] = _as_label(loaded[c])
-                ref = next((loaded[c] for c in image_names if c in loaded), None)
-                for c in labels & set(loaded):
-                    problem = _check_pair(ref, loaded[c], affine_atol) if ref is not None else None
-                    if problem:
-                        raise ValueError(problem)
-            except (ValueError, OSError, EOFError) as err:
-                report.failures.append(IngestFailure(sid, str(err), tuple(files.values())))
-                bar.update(len(files))
-                continue
-            for c in sorted(todo):
-                vol = loaded[c]
-                writer.write_volume(
-                    c,
-                    sid,
-                    make_obs_id(sid, c),
-                    vol.data,
-                    vol.affine,
-                    meta=vol.array_metadata(),
-                    obs_row=vol.obs_row(series_type=c),
-                    raw_meta=ForegroundIndex.compute(vol.data).to_metadata() if c in labels else None,
-                )
-                report.written.setdefault(c, []).append(sid)
-                bar.update(1)
-            bar.update(len(files) - len(todo))
-            ingested_subjects.append(sid)
+    finally:
+        writer.close()
     writer.update_counters(list(images))
     _write_subject_table(writer, ingested_subjects, table)
     return report

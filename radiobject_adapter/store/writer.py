@@ -28,6 +28,7 @@ from radiobject_adapter.store.layout import (
     join_uri,
     read_format_version,
 )
+from radiobject_adapter.store.lease import WriterLease
 
 __all__ = ["OBS_COLUMNS", "StoreWriter"]
 
@@ -74,6 +75,7 @@ class StoreWriter:
         self._vfs = tiledb.VFS(ctx=self.ctx)
         self._ensured: set[str] = set()
         self._ensure_root()
+        self.lease = WriterLease(self.uri, self._vfs)
 
     # -- groups -------------------------------------------------------------------------
     def _object_type(self, uri: str) -> str | None:
@@ -161,13 +163,37 @@ class StoreWriter:
         return out
 
     # -- volumes ------------------------------------------------------------------------
-    def _next_member_name(self, volumes_uri: str) -> str:
+    def _claim_member(self, volumes_uri: str, schema: tiledb.ArraySchema) -> tuple[str, str]:
+        """Create the array under the next free member name; the create is the claim.
+
+        Creating an array fails when its folder exists, so two writers never share a name.
+        A folder left by a dead writer is reused once no other writer holds a lease.
+        """
         with tiledb.Group(volumes_uri, "r", ctx=self.ctx) as grp:
             taken = {m.name for m in grp}
         i = len(taken)
-        while str(i) in taken:
+        while True:
+            name = str(i)
             i += 1
-        return str(i)
+            if name in taken:
+                continue
+            uri = join_uri(volumes_uri, name)
+            if self._vfs.is_dir(uri):
+                if self.lease.others_alive():
+                    continue  # perhaps another writer's volume in the making
+                self._vfs.remove_dir(uri)  # left by an interrupted writer; never registered
+            try:
+                tiledb.Array.create(uri, schema, ctx=self.ctx)
+            except tiledb.TileDBError:
+                if self._vfs.is_dir(uri):
+                    continue  # another writer claimed it first
+                raise
+            forget_array(uri)
+            return name, uri
+
+    def close(self) -> None:
+        """Release this writer's lease (call when done; a killed writer's lease expires)."""
+        self.lease.release()
 
     def write_volume(
         self,
@@ -188,14 +214,10 @@ class StoreWriter:
         """
         col_uri = self.ensure_collection(collection)
         volumes_uri = join_uri(col_uri, "volumes")
-        member = self._next_member_name(volumes_uri)
-        vol_uri = join_uri(volumes_uri, member)
-        if self._vfs.is_dir(vol_uri):
-            self._vfs.remove_dir(vol_uri)  # left by an interrupted writer; never registered
-        forget_array(vol_uri)
+        self.lease.refresh()
         data = np.ascontiguousarray(data)
         schema = create_volume_schema(data.shape, data.dtype, self.tiling, self.filters, ctx=self.ctx)
-        tiledb.Array.create(vol_uri, schema, ctx=self.ctx)
+        member, vol_uri = self._claim_member(volumes_uri, schema)
         array_meta = {
             "obs_id": obs_id,
             "obs_subject_id": subject_id,
