@@ -76,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument("--compression", choices=["zstd", "lz4", "gzip", "none"], default="zstd")
     ing.add_argument("--compression-level", type=int, default=3)
     ing.add_argument("--affine-atol", type=float, default=1e-3, help="allowed image/label affine difference")
+    ing.add_argument("--nonfinite", choices=["reject", "report"], default="reject", help="images with NaN/Inf voxels")
+    ing.add_argument("--max-label", type=int, default=None, help="highest class index a label may hold")
     ing.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     idx = sub.add_parser(
@@ -107,6 +109,8 @@ def _ingest(args: argparse.Namespace) -> int:
         compression=args.compression,
         compression_level=args.compression_level,
         affine_atol=args.affine_atol,
+        nonfinite=args.nonfinite,
+        max_label=args.max_label,
         progress=not args.no_progress,
     )
     print(report.summary())

@@ -61,6 +61,7 @@ class IngestReport:
     written: dict[str, list[str]] = field(default_factory=dict)
     already_present: dict[str, list[str]] = field(default_factory=dict)
     failures: list[IngestFailure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def n_written(self) -> int:
@@ -79,6 +80,7 @@ class IngestReport:
             )
         for f in self.failures:
             lines.append(f"  REJECTED {f.subject_id}: {f.reason} [{', '.join(f.paths)}]")
+        lines.extend(f"  WARNING {w}" for w in self.warnings)
         return "\n".join(lines)
 
 
@@ -146,9 +148,21 @@ def _check_pair(image: LoadedVolume, label: LoadedVolume, atol: float) -> str | 
     return None
 
 
-def _as_label(vol: LoadedVolume) -> LoadedVolume:
+def _nonfinite(vol: LoadedVolume) -> str | None:
+    if vol.data.dtype.kind != "f":
+        return None
+    bad = int(np.count_nonzero(~np.isfinite(vol.data)))
+    return f"{vol.path} has {bad} NaN/Inf voxel(s)" if bad else None
+
+
+def _as_label(vol: LoadedVolume, max_label: int | None = None) -> LoadedVolume:
     """Labels are integer class maps: float labels with whole values become integers."""
+    if max_label is not None and vol.data.size and float(vol.data.max()) > max_label:
+        found = sorted(int(v) for v in np.unique(vol.data) if v > max_label)[:10]
+        raise ValueError(f"label {vol.path} has classes {found} beyond the declared maximum {max_label}")
     if vol.data.dtype.kind in "iub":
+        if vol.data.dtype.kind == "i" and vol.data.size and vol.data.min() < 0:
+            raise ValueError(f"label {vol.path} has negative values; labels must be class indices >= 0")
         return vol
     finite = np.isfinite(vol.data)
     if not finite.all() or not np.array_equal(vol.data, np.round(vol.data)):
@@ -172,6 +186,8 @@ def ingest_niftis(
     compression: str | None = None,
     compression_level: int | None = None,
     affine_atol: float = 1e-3,
+    nonfinite: str = "reject",
+    max_label: int | None = None,
     progress: bool = True,
 ) -> IngestReport:
     """Ingest NIfTI files into the store at ``uri`` (created if missing).
@@ -188,6 +204,10 @@ def ingest_niftis(
             :class:`Tiling`; ``tile_extent`` sets the isotropic tile size.
         compression / compression_level: codec (default from :func:`configure`: zstd 3).
         affine_atol: largest allowed difference between image and label affines.
+        nonfinite: images with NaN or Inf voxels are ``"reject"``-ed (default) or written
+            and listed in ``report.warnings`` (``"report"``).
+        max_label: highest class index a label may hold (e.g. 2 for background + 2
+            classes); a label with larger values is rejected. ``None``: no limit.
         progress: show a progress bar (files done / total).
 
     Returns:
@@ -195,6 +215,8 @@ def ingest_niftis(
     """
     if not images:
         raise IngestError("no collections given; pass e.g. images={'CT': 'imagesTr/'}")
+    if nonfinite not in ("reject", "report"):
+        raise IngestError(f"nonfinite must be 'reject' or 'report', not {nonfinite!r}")
     settings = current_settings().write
     tiling_obj = tiling if isinstance(tiling, Tiling) else Tiling(tiling, tile_extent)
     labels = set(label_collections) if label_collections is not None else set(images) & DEFAULT_LABEL_COLLECTIONS
@@ -229,7 +251,13 @@ def ingest_niftis(
                 try:
                     loaded = {c: load_nifti(p) for c, p in files.items()}
                     for c in labels & set(loaded):
-                        loaded[c] = _as_label(loaded[c])
+                        loaded[c] = _as_label(loaded[c], max_label)
+                    for c in set(loaded) - labels:
+                        problem = _nonfinite(loaded[c])
+                        if problem and nonfinite == "reject":
+                            raise ValueError(f"{problem}; fix the file or ingest with nonfinite='report'")
+                        if problem:
+                            report.warnings.append(f"{sid}: {problem}")
                     ref = next((loaded[c] for c in image_names if c in loaded), None)
                     for c in labels & set(loaded):
                         problem = _check_pair(ref, loaded[c], affine_atol) if ref is not None else None

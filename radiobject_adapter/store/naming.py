@@ -76,6 +76,9 @@ def discover_files(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> lis
             for line in (raw.strip() for raw in Path(text).read_text().splitlines())
             if line and not line.startswith("#")
         ]
+        missing = [f for f in files if not os.path.isfile(f)]
+        if missing:
+            raise FileNotFoundError(f"list file {text!r} names {len(missing)} missing file(s): {missing[:5]}")
     elif os.path.isfile(text):
         files = [text]
     else:

@@ -46,3 +46,10 @@ def test_discover_reports_missing_inputs(tmp_path) -> None:
         discover_files(str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="matched no image files"):
         discover_files(str(tmp_path))
+
+
+def test_list_file_naming_missing_files_is_refused(tmp_path) -> None:
+    listing = tmp_path / "files.txt"
+    listing.write_text("gone_0000.nii.gz\n")
+    with pytest.raises(FileNotFoundError, match="names 1 missing file"):
+        discover_files(str(listing))
