@@ -36,7 +36,7 @@ from radiobject_adapter.store.ingest import IngestError, IngestReport, ingest_ni
 from radiobject_adapter.store.layout import FORMAT_VERSION, FormatVersionError, Tiling
 from radiobject_adapter.store.naming import subject_id_from_path
 from radiobject_adapter.store.radiobject import RadiObject, StoreNotFoundError, split_subjects
-from radiobject_adapter.volume import Volume
+from radiobject_adapter.volume import Volume, VolumeReadError
 
 __version__ = "0.1.0"
 
@@ -61,6 +61,7 @@ __all__ = [
     "VolumeCollection",
     "VolumeCollectionDataset",
     "VolumeCollectionSubjectsDataset",
+    "VolumeReadError",
     "WriteConfig",
     "__version__",
     "configure",

@@ -52,11 +52,16 @@ class ReadConfig:
             are the parallelism.
         memory_budget_mb: budget for one query's result buffers.
         cache_open_arrays: keep arrays open per process (recommended; turn off only to debug).
+        retries / retry_backoff_s: a failed read (dropped connection, 5xx that outlasted the
+            S3 SDK's own retries) is retried this many times, after ``backoff * 2**attempt``
+            seconds, reopening the array each time.
     """
 
     concurrency: int = 2
     memory_budget_mb: int = 512
     cache_open_arrays: bool = True
+    retries: int = 3
+    retry_backoff_s: float = 0.25
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
@@ -17,11 +18,15 @@ from typing import Any
 import numpy as np
 import tiledb
 
-from radiobject_adapter.config import open_array
+from radiobject_adapter.config import current_settings, forget_array, open_array
 from radiobject_adapter.stats import count_query
 from radiobject_adapter.store.layout import VOXELS, affine_from_json
 
-__all__ = ["Volume"]
+__all__ = ["Volume", "VolumeReadError"]
+
+
+class VolumeReadError(OSError):
+    """A volume could not be read after retries; the message names the URI and the cause."""
 
 
 def _normalise_key(key: Any, shape: Sequence[int]) -> tuple[list[tuple[int, int]], list[int]]:
@@ -134,9 +139,20 @@ class Volume:
         if any(lo == hi for lo, hi in bounds):
             return np.zeros([hi - lo for lo, hi in bounds], dtype=self.dtype)
         sl = tuple(slice(lo, hi) for lo, hi in bounds)
-        count_query()
-        out = self._array.query(attrs=(VOXELS,))[sl]
-        return out[VOXELS] if isinstance(out, dict) else out
+        settings = current_settings().read
+        for attempt in range(settings.retries + 1):
+            count_query()
+            try:
+                out = self._array.query(attrs=(VOXELS,))[sl]
+                return out[VOXELS] if isinstance(out, dict) else out
+            except tiledb.TileDBError as err:
+                # The S3 SDK already retried the request; a failure here is a dropped connection
+                # or an error that outlasted those tries: reopen and try again after a pause.
+                if attempt == settings.retries:
+                    raise VolumeReadError(f"reading {self.uri} failed after {attempt + 1} attempt(s): {err}") from err
+                forget_array(self.uri)
+                time.sleep(settings.retry_backoff_s * 2**attempt)
+        raise AssertionError("unreachable")
 
     def __getitem__(self, key: Any) -> np.ndarray:
         bounds, dropped = _normalise_key(key, self.shape)

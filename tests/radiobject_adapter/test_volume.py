@@ -57,3 +57,23 @@ def test_to_nifti_round_trips(pairs, tmp_path) -> None:
     out = nib.load(vol.to_nifti(str(tmp_path / "v.nii.gz")))
     np.testing.assert_array_equal(np.asanyarray(out.dataobj), np.asanyarray(img.dataobj))
     np.testing.assert_allclose(out.affine, img.affine, atol=1e-5)
+
+
+def test_permanent_read_failure_names_the_volume_and_the_cause(ct_store: str, tmp_path) -> None:
+    import shutil
+
+    from radiobject_adapter import ReadConfig, VolumeReadError, configure
+    from radiobject_adapter.config import current_settings
+
+    copy = tmp_path / "copy"
+    shutil.copytree(ct_store, copy)
+    vol = RadiObject(str(copy)).CT.iloc[0]
+    vol[0:2, 0:2, 0:2]
+    old = current_settings().read
+    configure(read=ReadConfig(retries=2, retry_backoff_s=0.01))
+    try:
+        shutil.rmtree(vol.uri.replace("file://", "") + "/__fragments")
+        with pytest.raises(VolumeReadError, match=r"reading .*volumes/0 failed after 3 attempt\(s\)"):
+            vol[0:4, 0:4, 0:4]
+    finally:
+        configure(read=old)
