@@ -192,3 +192,29 @@ def test_killed_ingest_leaves_a_valid_store_and_rerun_completes_exactly_once(tmp
         col = radi.collection(name)
         assert col.subject_ids == ds.subject_ids  # each exactly once
         assert len(col.obs) == len(ds.subject_ids)
+
+
+@pytest.mark.slow
+def test_twenty_kill_points_never_lose_or_corrupt_anything(tmp_path: Path) -> None:
+    ds = make_ct_dataset(str(tmp_path / "nifti"), n_subjects=12, shape_range=((40, 48), (40, 48), (30, 36)), seed=8)
+    store = tmp_path / "store"
+    sources = {"CT": dict(zip(ds.subject_ids, ds.images)), "seg": dict(zip(ds.subject_ids, ds.labels))}
+    kills = 0
+    for n_entries in range(1, 2 * len(ds.subject_ids), 1):
+        proc = subprocess.Popen([sys.executable, "-c", INGEST_SCRIPT, str(store), ds.images_dir, ds.labels_dir])
+        kills += _kill_when(store, proc, n_entries)
+        if kills >= 20:
+            break
+        if not (store / "collections").exists():
+            continue
+        radi = RadiObject(str(store))
+        for name in radi.collection_names:
+            col = radi.collection(name)
+            assert len(set(col.subject_ids)) == len(col.subject_ids)  # never doubled
+            for sid in col.subject_ids:  # every visible volume complete and right
+                ref = np.asanyarray(nib.load(sources[name][sid]).dataobj)
+                np.testing.assert_array_equal(col[sid].to_numpy(), ref)
+    assert kills >= 20, f"only {kills} kill points landed before the ingest finished"
+    assert _ingest(store, ds).ok
+    radi = RadiObject(str(store))
+    assert radi.CT.subject_ids == radi.seg.subject_ids == ds.subject_ids
