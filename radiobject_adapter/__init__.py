@@ -36,6 +36,7 @@ from radiobject_adapter.store.ingest import IngestError, IngestReport, ingest_ni
 from radiobject_adapter.store.layout import FORMAT_VERSION, FormatVersionError, Tiling
 from radiobject_adapter.store.naming import subject_id_from_path
 from radiobject_adapter.store.radiobject import RadiObject, StoreNotFoundError, split_subjects
+from radiobject_adapter.store.tif import ingest_tifs
 from radiobject_adapter.volume import Volume, VolumeReadError
 
 __version__ = "0.1.0"
@@ -72,6 +73,7 @@ __all__ = [
     "ctx_for_process",
     "ctx_for_threads",
     "ingest_niftis",
+    "ingest_tifs",
     "parse_address",
     "resolve_volume",
     "split_subjects",

@@ -4,6 +4,7 @@ Examples::
 
     radiobundles ingest store -c CT=data/imagesTr -c seg=data/labelsTr --obs-meta data/subjects.csv
     radiobundles ingest store -c CT='data/**/*_0000.nii.gz' --tiling axial
+    radiobundles ingest dental_store -c edente=data/edente -c dente=data/dente   # 2D TIF folders
     radiobundles index-foreground store -c seg      # stores written before the index existed
     radiobundles info store
 
@@ -43,12 +44,15 @@ def _parser() -> argparse.ArgumentParser:
 
     ing = sub.add_parser(
         "ingest",
-        help="write NIfTI files into a TileDB store (resumable)",
+        help="write NIfTI files or 2D TIF images into a TileDB store (resumable)",
         description=(
             "Write NIfTI files into a store, one collection per -c. Subject ids come from file "
             "names: extension and one trailing _NNNN channel suffix removed "
             "(imagesTr/case_001_0000.nii.gz and labelsTr/case_001.nii.gz -> case_001), "
-            "unless --subject-pattern is given. Re-running completes an interrupted ingest."
+            "unless --subject-pattern is given. Re-running completes an interrupted ingest. "
+            "Collections of .tif/.tiff files are ingested as 2D images, (H, W, 1) volumes with "
+            "identity affine, the subject id being the file name without extension "
+            "(img_0001.tif -> img_0001)."
         ),
     )
     ing.add_argument("store", help="store URI (local folder or s3://bucket/path)")
@@ -71,7 +75,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="collections that hold labels (default: those named seg/label/labels/mask/masks)",
     )
-    ing.add_argument("--tiling", choices=["isotropic", "axial", "sagittal", "coronal"], default="isotropic")
+    ing.add_argument(
+        "--tiling",
+        choices=["isotropic", "axial", "sagittal", "coronal"],
+        default=None,
+        help="tile shape (default: isotropic for NIfTI, axial = one tile per image for TIF)",
+    )
     ing.add_argument("--tile-extent", type=_tile_extent, default=None, help="isotropic tile size (default 64)")
     ing.add_argument("--compression", choices=["zstd", "lz4", "gzip", "none"], default="zstd")
     ing.add_argument("--compression-level", type=int, default=3)
@@ -95,24 +104,45 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from radiobject_adapter.store.ingest import ingest_niftis
+    from radiobject_adapter.store.ingest import IngestError, ingest_niftis
+    from radiobject_adapter.store.tif import ingest_tifs, is_tif_spec
 
-    report = ingest_niftis(
-        args.store,
-        dict(args.collections),
-        obs_meta=args.obs_meta,
-        subject_column=args.subject_column,
-        subject_pattern=args.subject_pattern,
-        label_collections=args.label_collections,
-        tiling=args.tiling,
-        tile_extent=args.tile_extent,
-        compression=args.compression,
-        compression_level=args.compression_level,
-        affine_atol=args.affine_atol,
-        nonfinite=args.nonfinite,
-        max_label=args.max_label,
-        progress=not args.no_progress,
-    )
+    collections = dict(args.collections)
+    tif = sorted(name for name, spec in collections.items() if is_tif_spec(spec))
+    if tif and len(tif) < len(collections):
+        raise IngestError(
+            f"collections {tif} hold TIF images and {sorted(set(collections) - set(tif))} do not; "
+            "ingest TIF and NIfTI collections with separate commands"
+        )
+    if tif:
+        report = ingest_tifs(
+            args.store,
+            collections,
+            obs_meta=args.obs_meta,
+            subject_column=args.subject_column,
+            subject_pattern=args.subject_pattern,
+            tiling=args.tiling or "axial",
+            compression=args.compression,
+            compression_level=args.compression_level,
+            progress=not args.no_progress,
+        )
+    else:
+        report = ingest_niftis(
+            args.store,
+            collections,
+            obs_meta=args.obs_meta,
+            subject_column=args.subject_column,
+            subject_pattern=args.subject_pattern,
+            label_collections=args.label_collections,
+            tiling=args.tiling or "isotropic",
+            tile_extent=args.tile_extent,
+            compression=args.compression,
+            compression_level=args.compression_level,
+            affine_atol=args.affine_atol,
+            nonfinite=args.nonfinite,
+            max_label=args.max_label,
+            progress=not args.no_progress,
+        )
     print(report.summary())
     if report.failures:
         print(

@@ -85,3 +85,31 @@ def test_index_foreground_command_indexes_old_label_volumes(ct_store: str, tmp_p
     n = len(RadiObject(str(copy)).seg)
     assert f"seg: indexed {n} volume(s)" in done.stdout
     assert all(set(FOREGROUND_KEYS) <= set(v.metadata) for v in RadiObject(str(copy)).seg)
+
+
+def test_ingest_accepts_tif_folders_as_collections(tmp_path: Path) -> None:
+    import tifffile
+
+    from radiobject_adapter.cli import main
+
+    for kind in ("edente", "dente"):
+        (tmp_path / kind).mkdir()
+        for i in range(2):
+            tifffile.imwrite(tmp_path / kind / f"img_000{i}.tif", np.full((8, 6), i + 1, dtype=np.uint16))
+    store = str(tmp_path / "store")
+    args = [
+        "ingest",
+        store,
+        "-c",
+        f"edente={tmp_path / 'edente'}",
+        "-c",
+        f"dente={tmp_path / 'dente'}",
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    vol = RadiObject(store).collection("dente")["img_0001"]
+    assert vol.shape == (8, 6, 1) and vol.tile_shape == (8, 6, 1)
+    assert main(args) == 0  # resumable
+    (tmp_path / "ct.nii.gz").write_bytes(b"")
+    mixed = ["ingest", str(tmp_path / "s2"), "-c", f"dente={tmp_path / 'dente'}", "-c", f"CT={tmp_path / 'ct.nii.gz'}"]
+    assert main([*mixed, "--no-progress"]) == 2
