@@ -18,12 +18,14 @@ Example:
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
+import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import tiledb
 
@@ -39,7 +41,10 @@ __all__ = [
     "open_array",
     "reset_caches",
     "tiledb_config",
+    "with_retries",
 ]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,8 @@ class ReadConfig:
         cache_open_arrays: keep arrays open per process (recommended; turn off only to debug).
         retries / retry_backoff_s: a failed read (dropped connection, 5xx that outlasted the
             S3 SDK's own retries) is retried this many times, after ``backoff * 2**attempt``
-            seconds, reopening the array each time.
+            seconds, reopening the array each time; opening stores, collections and arrays
+            is retried the same way (:func:`with_retries`).
     """
 
     concurrency: int = 2
@@ -91,9 +97,16 @@ class S3Config:
         use_virtual_addressing: ``False`` for path-style addressing (most local servers).
         max_parallel_ops: parallel S3 requests per query.
         multipart_part_size: bytes per multipart upload part.
-        connect_max_tries: connection attempts before a request fails (transient faults are
-            retried with backoff by the SDK).
-        connect_timeout_ms / request_timeout_ms: per-connection and per-request limits.
+        connect_max_tries / connect_scale_factor: the S3 SDK retries one request (dropped
+            connection, 5xx, timeout) up to ``connect_max_tries`` times, waiting 0 ms, then
+            ``2**k * connect_scale_factor`` ms (k = 1, 2, ...): 5 and 100 ride out 3 s of
+            outage per request. ``SlowDown`` (503 SlowDown, 429) is retried apart from that,
+            up to 100 times 1.25-1.75 s apart; a 5xx answering a ranged read smaller than
+            its error body is not retried by the SDK at all (``read_box`` retries it).
+        connect_timeout_ms: TCP connect limit per try.
+        request_timeout_ms: curl's low-speed limit, in whole seconds (at least 1): a try
+            that receives nothing for this long is abandoned (and retried). Not a total
+            limit: a slow transfer that progresses is never cut.
         aws_access_key_id / aws_secret_access_key / aws_session_token: explicit credentials.
 
     Older S3-compatible servers (moto < 5) do not decode the SDK's checksum-trailer upload
@@ -109,8 +122,9 @@ class S3Config:
     max_parallel_ops: int = 8
     multipart_part_size: int = 8 * 1024 * 1024
     connect_max_tries: int = 5
+    connect_scale_factor: int = 100
     connect_timeout_ms: int = 10_000
-    request_timeout_ms: int = 30_000
+    request_timeout_ms: int = 10_000
     aws_access_key_id: str | None = field(default=None, repr=False)
     aws_secret_access_key: str | None = field(default=None, repr=False)
     aws_session_token: str | None = field(default=None, repr=False)
@@ -147,6 +161,12 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+# Garbage of the parent that only the cyclic GC would free (a dropped context or array held
+# in a reference cycle, e.g. by an exception's traceback after a failed S3 read) must not be
+# finalized in a forked child: its destructor joins threads that do not exist there, and the
+# worker hangs or aborts ("std::system_error: Invalid argument"). Objects alive at fork are
+# frozen, so the child's GC never touches them; the parent unfreezes them at once.
+os.register_at_fork(before=gc.freeze, after_in_parent=gc.unfreeze)
 # TileDB-Py warns on every fork after a context exists. Contexts made through this module
 # are never used across a fork (see above), so that warning would only be noise for users.
 warnings.filterwarnings("ignore", message="TileDB is a multithreading library", category=UserWarning)
@@ -172,6 +192,7 @@ def tiledb_config(settings: _Settings | None = None) -> tiledb.Config:
         "vfs.s3.max_parallel_ops": str(s.s3.max_parallel_ops),
         "vfs.s3.multipart_part_size": str(s.s3.multipart_part_size),
         "vfs.s3.connect_max_tries": str(s.s3.connect_max_tries),
+        "vfs.s3.connect_scale_factor": str(s.s3.connect_scale_factor),
     }
     if s.s3.endpoint_override:
         cfg["vfs.s3.endpoint_override"] = s.s3.endpoint_override
@@ -247,19 +268,40 @@ def ctx_for_process() -> tiledb.Ctx:
     return ctx_for_threads()
 
 
-def open_array(uri: str, timestamp: Any = None) -> tiledb.Array:
-    """An array opened for reading, cached per process (and per ``timestamp`` if given).
+def with_retries(fn: Callable[[], _T], retries: int | None = None) -> _T:
+    """Call ``fn``; on ``tiledb.TileDBError`` call it again after ``retry_backoff_s * 2**attempt``
+    seconds, up to ``retries`` (default ``ReadConfig.retries``) times, then raise the last error.
+
+    For read-side opens and listings (stores, groups, arrays): the S3 SDK retries a request
+    only ``connect_max_tries`` times, and a 5xx answering a small ranged read not at all.
+    """
+    settings = _settings.read
+    tries = settings.retries if retries is None else retries
+    for attempt in range(tries + 1):
+        try:
+            return fn()
+        except tiledb.TileDBError:
+            if attempt == tries:
+                raise
+            time.sleep(settings.retry_backoff_s * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def open_array(uri: str, timestamp: Any = None, retry: bool = True) -> tiledb.Array:
+    """An array opened for reading, cached per process (and per ``timestamp`` if given);
+    a failed open is retried (:func:`with_retries`) unless ``retry`` is false.
 
     Callers must not close it; :func:`reset_caches` does.
     """
+    retries = None if retry else 0
     if not _settings.read.cache_open_arrays:
-        return tiledb.open(uri, "r", ctx=ctx_for_threads(), timestamp=timestamp)
+        return with_retries(lambda: tiledb.open(uri, "r", ctx=ctx_for_threads(), timestamp=timestamp), retries)
     state = _current_state()
     key = (uri, timestamp)
     arr = state.arrays.get(key)
     if arr is None:
         ctx = ctx_for_threads()
-        arr = tiledb.open(uri, "r", ctx=ctx, timestamp=timestamp)
+        arr = with_retries(lambda: tiledb.open(uri, "r", ctx=ctx, timestamp=timestamp), retries)
         with state.lock:
             state.arrays[key] = arr
     return arr

@@ -141,9 +141,11 @@ class Volume:
         sl = tuple(slice(lo, hi) for lo, hi in bounds)
         settings = current_settings().read
         for attempt in range(settings.retries + 1):
-            count_query()
+            count_query(self.uri)
             try:
-                out = self._array.query(attrs=(VOXELS,))[sl]
+                # no retries inside open_array: this loop is the retry (and reopens)
+                arr = open_array(self.uri, self.timestamp, retry=False)
+                out = arr.query(attrs=(VOXELS,))[sl]
                 return out[VOXELS] if isinstance(out, dict) else out
             except tiledb.TileDBError as err:
                 # The S3 SDK already retried the request; a failure here is a dropped connection

@@ -9,7 +9,7 @@ from functools import cached_property
 import pandas as pd
 import tiledb
 
-from radiobject_adapter.config import ctx_for_threads
+from radiobject_adapter.config import ctx_for_threads, with_retries
 from radiobject_adapter.store.dataframe import read_dataframe
 from radiobject_adapter.store.layout import join_uri
 from radiobject_adapter.volume import Volume
@@ -53,12 +53,18 @@ class VolumeCollection:
     # -- index --------------------------------------------------------------------------
     @cached_property
     def metadata(self) -> dict:
-        with tiledb.Group(self.uri, "r", ctx=ctx_for_threads()) as grp:
-            return {k: grp.meta[k] for k in grp.meta}
+        def read() -> dict:
+            with tiledb.Group(self.uri, "r", ctx=ctx_for_threads()) as grp:
+                return {k: grp.meta[k] for k in grp.meta}
+
+        return with_retries(read)
 
     @cached_property
     def _entries(self) -> pd.DataFrame:
         """One row per readable volume: obs_id, subject id, array uri (sorted by obs_id)."""
+        return with_retries(self._list_entries)
+
+    def _list_entries(self) -> pd.DataFrame:
         ctx = ctx_for_threads()
         vol_uri = join_uri(self.uri, "volumes")
         with tiledb.Group(vol_uri, "r", ctx=ctx) as grp:
@@ -100,7 +106,7 @@ class VolumeCollection:
     @cached_property
     def obs(self) -> pd.DataFrame:
         """The collection's per-volume table (sorted by subject, then obs_id)."""
-        df = read_dataframe(join_uri(self.uri, "obs"), ctx=ctx_for_threads())
+        df = with_retries(lambda: read_dataframe(join_uri(self.uri, "obs"), ctx=ctx_for_threads()))
         if self._subjects is not None:
             df = df[df["obs_subject_id"].isin(self._subjects)]
         return df.sort_values(["obs_subject_id", "obs_id"]).reset_index(drop=True)

@@ -21,7 +21,7 @@ import pandas as pd
 import tiledb
 
 from radiobject_adapter.address import volume_address
-from radiobject_adapter.config import ctx_for_threads
+from radiobject_adapter.config import ctx_for_threads, with_retries
 from radiobject_adapter.store.collection import VolumeCollection
 from radiobject_adapter.store.dataframe import read_dataframe
 from radiobject_adapter.store.layout import collection_uri, join_uri, read_format_version
@@ -65,11 +65,16 @@ class RadiObject:
         self.uri = uri if "://" in uri else os.path.abspath(uri)
         self._subjects = frozenset(subjects) if subjects is not None else None
         ctx = ctx_for_threads()
-        try:
+
+        def kinds() -> tuple[str | None, str | None]:
             kind = tiledb.object_type(self.uri, ctx=ctx)
+            return kind, tiledb.object_type(join_uri(self.uri, "collections"), ctx=ctx) if kind == "group" else None
+
+        try:
+            kind, collections_kind = with_retries(kinds)
         except tiledb.TileDBError as err:
             raise StoreNotFoundError(f"cannot reach store {self.uri!r}: {err}") from err
-        if kind != "group" or tiledb.object_type(join_uri(self.uri, "collections"), ctx=ctx) != "group":
+        if kind != "group" or collections_kind != "group":
             raise StoreNotFoundError(
                 f"{self.uri!r} is not a radiobundles store (no TileDB group with 'collections'); "
                 "create one with `radiobundles ingest` or RadiObject.from_niftis"
@@ -89,13 +94,19 @@ class RadiObject:
     # -- structure ------------------------------------------------------------------------
     @cached_property
     def metadata(self) -> dict[str, Any]:
-        with tiledb.Group(self.uri, "r", ctx=ctx_for_threads()) as grp:
-            return {k: grp.meta[k] for k in grp.meta}
+        def read() -> dict[str, Any]:
+            with tiledb.Group(self.uri, "r", ctx=ctx_for_threads()) as grp:
+                return {k: grp.meta[k] for k in grp.meta}
+
+        return with_retries(read)
 
     @cached_property
     def collection_names(self) -> tuple[str, ...]:
-        with tiledb.Group(join_uri(self.uri, "collections"), "r", ctx=ctx_for_threads()) as grp:
-            return tuple(sorted(m.name for m in grp))
+        def read() -> tuple[str, ...]:
+            with tiledb.Group(join_uri(self.uri, "collections"), "r", ctx=ctx_for_threads()) as grp:
+                return tuple(sorted(m.name for m in grp))
+
+        return with_retries(read)
 
     def collection(self, name: str) -> VolumeCollection:
         """The collection ``name`` (e.g. ``"CT"``, ``"seg"``)."""
