@@ -8,7 +8,8 @@ LOCK := requirements/lock.txt
 STAMP := $(VENV)/.radiobundles-installed
 DEMO_OUT ?= demo_output
 
-.PHONY: install demo test lint format test-fast lock clean
+.PHONY: install demo test lint format test-fast lock clean label-server
+PORT ?= 8000
 
 install: $(STAMP)
 
@@ -39,6 +40,12 @@ test: lint
 
 test-fast: install
 	$(VENV)/bin/pytest -m "not slow"
+
+# MONAI Label server for 3D Slicer on this machine: make label-server STUDIES=<store or NIfTI folder> [PORT=8000]
+label-server: install
+	@test -n "$(STUDIES)" || { echo "usage: make label-server STUDIES=<store or NIfTI folder> [PORT=8000]"; exit 2; }
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH monailabel start_server --app monailabel_app --studies $(STUDIES) \
+		--conf models ct_segmentation_3d --host 127.0.0.1 --port $(PORT)
 
 lock:
 	$(PIP) freeze --exclude-editable | grep -v '^radiobundles' > $(LOCK).new && mv $(LOCK).new $(LOCK)

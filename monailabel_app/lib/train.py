@@ -1,0 +1,164 @@
+"""Fine-tuning the bundle on the labels saved so far, through MONAI Label's bundle training path.
+
+:class:`StoreBundleTrainTask` is MONAI Label's ``BundleTrainTask`` (which overrides the
+bundle's ``train#dataset#data``, ``validate#dataset#data``, ``train#trainer#max_epochs``,
+``train#handlers`` and ``device`` and runs ``train.json``) with three changes:
+
+* a training request may also set a few bundle hyper-parameters (``patch_size``,
+  ``batch_size``, ``patches_per_volume``, ``num_workers``, ``cache_rate``, ``val_interval``,
+  ``learning_rate``, ``sw_batch_size``, ``pos``, ``neg``); values are type-checked numbers,
+  never config expressions;
+* with few labelled images the validation split can come out empty; the model is then
+  validated on the training images (a warning says so) instead of failing, so the
+  checkpoint is still written;
+* the datalists reach the bundle through a small JSON file and a ``_target_`` that loads it:
+  MONAI 1.6 rewrites every ``#`` in a bundle config string to ``::``, which would corrupt the
+  store addresses (``<store>#CT/case_000``) were they passed as config values;
+* MLflow, when a request asks for it, logs to a SQLite database in the workspace (MONAI 1.6
+  refuses MLflow's file store), with MONAI's default MLflow handlers except that the training
+  loss is read from the bundle's non-decollated output (MONAI's default expects a list and
+  fails on it); TensorBoard logs always go to the workspace bundle's ``runs/``.
+
+Example (a short run, as the tests do)::
+
+    client.train_start("ct_segmentation_3d", {"max_epochs": 1, "patch_size": [32, 32, 32], "num_workers": 0})
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from monai.bundle.utils import DEFAULT_MLFLOW_SETTINGS
+from monailabel.config import settings
+from monailabel.interfaces.datastore import Datastore
+from monailabel.tasks.train.bundle import BundleTrainTask
+
+from monailabel_app.lib.errors import InvalidRequest
+
+__all__ = ["OVERRIDES", "StoreBundleTrainTask", "bundle_overrides", "engine_loss", "load_datalist", "mlflow_settings"]
+
+logger = logging.getLogger(__name__)
+
+# bundle config id -> (type, number of values or None for a scalar)
+OVERRIDES: dict[str, tuple[type, int | None]] = {
+    "patch_size": (int, 3),
+    "batch_size": (int, None),
+    "patches_per_volume": (int, None),
+    "num_workers": (int, None),
+    "cache_rate": (float, None),
+    "val_interval": (int, None),
+    "learning_rate": (float, None),
+    "sw_batch_size": (int, None),
+    "pos": (float, None),
+    "neg": (float, None),
+}
+
+
+def _number(key: str, value: Any, kind: type) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and int(value) != value):
+        raise InvalidRequest(f"training option {key!r} must be a {kind.__name__}, got {value!r}")
+    if value < 0 or (kind is int and key != "num_workers" and value < 1):
+        raise InvalidRequest(f"training option {key!r} must be positive, got {value!r}")
+    return kind(value)
+
+
+def engine_loss(output: Any) -> float:
+    """The loss of a training iteration, whether the engine decollated its output or not."""
+    item = output[0] if isinstance(output, (list, tuple)) else output
+    return float(item["loss"])
+
+
+def mlflow_settings(tracking_uri: str) -> dict[str, Any]:
+    """MONAI's MLflow tracking settings, logging to ``tracking_uri`` and reading the loss with :func:`engine_loss`."""
+    tracking = copy.deepcopy(DEFAULT_MLFLOW_SETTINGS)
+    tracking["configs"]["tracking_uri"] = tracking_uri
+    tracking["configs"]["trainer"]["output_transform"] = {"_target_": f"{__name__}.engine_loss", "_mode_": "callable"}
+    return tracking
+
+
+def load_datalist(path: str) -> list[dict[str, Any]]:
+    """A datalist saved by :class:`StoreBundleTrainTask` (referenced from the bundle config)."""
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def bundle_overrides(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The whitelisted bundle hyper-parameters of a training request, checked."""
+    out: dict[str, Any] = {}
+    for key, (kind, count) in OVERRIDES.items():
+        if key not in request or request[key] in (None, ""):
+            continue
+        value = request[key]
+        if count is None:
+            out[key] = _number(key, value, kind)
+        else:
+            if not isinstance(value, (list, tuple)) or len(value) != count:
+                raise InvalidRequest(f"training option {key!r} must be a list of {count} numbers, got {value!r}")
+            out[key] = [_number(key, v, kind) for v in value]
+    return out
+
+
+class StoreBundleTrainTask(BundleTrainTask):
+    """``BundleTrainTask`` with checked hyper-parameter overrides and a working tracking default.
+
+    Args:
+        path: the (workspace copy of the) bundle.
+        conf: the app's ``--conf`` options.
+        tracking_uri: MLflow backend used when a request asks for MLflow without giving one.
+    """
+
+    def __init__(self, path: str, conf: dict[str, str], tracking_uri: str) -> None:
+        super().__init__(path, conf, enable_tracking=False, load_strict=True)
+        self.tracking_uri = tracking_uri
+        self._overrides: dict[str, Any] = {}
+
+    def config(self) -> dict[str, Any]:
+        options = super().config()
+        options["tracking_uri"] = options.get("tracking_uri") or settings.MONAI_LABEL_TRACKING_URI or self.tracking_uri
+        return options
+
+    def _partition_datalist(self, datalist, request, shuffle=False):
+        if not datalist:
+            raise ValueError("no image has a final label yet: save at least one label before training")
+        train, val = super()._partition_datalist(datalist, request, shuffle)
+        if val is not None and not val:
+            logger.warning(
+                f"validation split of {len(datalist)} labelled image(s) is empty; validating on training images"
+            )
+            val = list(train)
+        return train, val
+
+    def _datalist_component(self, name: str, items: list[dict[str, Any]]) -> dict[str, str]:
+        folder = os.path.join(self.bundle_path, "datalists")
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"{name}-{uuid.uuid4().hex[:8]}.json")
+        if "#" in path:
+            raise ValueError(f"the workspace path {folder!r} contains '#', which MONAI bundle configs rewrite; move it")
+        with open(path, "w") as fh:
+            json.dump(items, fh, indent=1)
+        return {"_target_": f"{__name__}.load_datalist", "path": path}
+
+    def _update_overrides(self, overrides):
+        for key, name in (("train#dataset#data", "train"), ("validate#dataset#data", "validation")):
+            if isinstance(overrides.get(key), list):
+                overrides[key] = self._datalist_component(name, overrides[key])
+        if str(overrides.get("tracking", "")).lower() == "mlflow":
+            overrides["tracking"] = mlflow_settings(overrides.get("tracking_uri") or self.tracking_uri)
+        overrides.update(self._overrides)
+        return overrides
+
+    def __call__(self, request, datastore: Datastore):
+        request = dict(request)
+        self._overrides = bundle_overrides(request)
+        tracking = request.get("tracking")
+        tracking = tracking[0] if isinstance(tracking, list) else tracking
+        if tracking and str(tracking).lower() == "mlflow" and not request.get("tracking_uri"):
+            request["tracking_uri"] = settings.MONAI_LABEL_TRACKING_URI or self.tracking_uri
+        logger.info(f"Bundle overrides from the request: {self._overrides}")
+        return super().__call__(request, datastore)

@@ -1,0 +1,147 @@
+"""Writing predictions: into a store collection, and NIfTI file names by subject id.
+
+* :class:`SaveToStored` (post-processing transform) writes each predicted label map into a
+  collection of a store (by default the store the image came from), on the image's grid and
+  affine, with the foreground index that label-driven sampling uses, so a prediction can serve
+  as a training label (e.g. after correction in MONAI Label). Writing a subject again stores a
+  new TileDB fragment: the earlier prediction stays readable by time travel.
+* :func:`subject_name_formatter` names ``SaveImaged`` outputs after the subject
+  (``case_001_seg.nii.gz`` for ``imagesTr/case_001_0000.nii.gz`` or ``store#CT/case_001``).
+
+Example:
+    >>> SaveToStored(keys="pred", collection="pred")({"pred": pred})   # pred: MetaTensor [1, X, Y, Z]
+    >>> SaveImaged(keys="pred", output_name_formatter=subject_name_formatter, ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import tiledb
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Transform
+
+from radiobject_adapter import RadiObject
+from radiobject_adapter.address import is_volume_address, parse_address
+from radiobject_adapter.config import ctx_for_threads, forget_array
+from radiobject_adapter.store.foreground import ForegroundIndex
+from radiobject_adapter.store.layout import affine_to_json, make_obs_id
+from radiobject_adapter.store.writer import StoreWriter
+from radiobundles.addresses import restore_address
+from radiobundles.ct3d.metrics import subject_id_of
+from radiobundles.ct3d.visualize import label_map
+
+__all__ = ["SaveToStored", "subject_name_formatter", "write_label_volume"]
+
+
+def subject_name_formatter(metadict: Mapping[str, Any] | None, saver: Transform) -> dict[str, Any]:
+    """``output_name_formatter`` for ``SaveImage(d)``: the subject id instead of the source file name."""
+    subject = subject_id_of(metadict, fallback=str(getattr(saver, "_data_index", 0)))
+    return {"subject": subject, "idx": (metadict or {}).get("patch_index")}
+
+
+def _existing(store: str, collection: str, subject_id: str) -> str | None:
+    radi = RadiObject(store)
+    if collection not in radi.collection_names:
+        return None
+    volume = radi.collection(collection).get(subject_id)
+    return volume.uri if volume is not None else None
+
+
+def write_label_volume(
+    store: str, collection: str, subject_id: str, data: np.ndarray, affine: np.ndarray, source: str = ""
+) -> str:
+    """Write a label map of one subject into ``collection`` of ``store``; returns the array URI.
+
+    A subject already in the collection (same shape) is overwritten as a new fragment; its
+    earlier content stays readable with ``Volume(uri, timestamp=...)``.
+
+    Raises:
+        ValueError: the subject's existing volume has another shape.
+    """
+    data = np.ascontiguousarray(data, dtype=np.uint8)
+    affine = np.asarray(affine, dtype=np.float64)
+    index_meta = ForegroundIndex.compute(data).to_metadata()
+    existing = _existing(store, collection, subject_id)
+    if existing is not None:
+        with tiledb.open(existing, "r", ctx=ctx_for_threads()) as arr:
+            shape = arr.schema.shape
+        if tuple(shape) != data.shape:
+            raise ValueError(
+                f"{collection!r} of {store!r} already holds a volume of shape {tuple(shape)} for {subject_id!r}, "
+                f"the prediction has {data.shape}; write into another collection (--pred_collection)"
+            )
+        with tiledb.open(existing, "w", ctx=ctx_for_threads()) as arr:
+            arr[tuple(slice(0, n) for n in data.shape)] = data
+            arr.meta["orientation_affine"] = affine_to_json(affine)
+            arr.meta["source_path"] = source
+            for key, value in index_meta.items():
+                arr.meta[key] = value
+        forget_array(existing)
+        return existing
+    spacing = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+    writer = StoreWriter(store)
+    try:
+        uri = writer.write_volume(
+            collection,
+            subject_id,
+            make_obs_id(subject_id, collection),
+            data,
+            affine,
+            meta={"source_path": source},
+            obs_row={
+                "series_type": collection,
+                "voxel_spacing": str(spacing),
+                "dimensions": str(data.shape),
+                "axcodes": "".join(nib.aff2axcodes(affine)),
+                "affine_json": affine_to_json(affine),
+                "source_path": source,
+            },
+            raw_meta=index_meta,
+        )
+        writer.update_counters([collection])
+    finally:
+        writer.close()
+    return uri
+
+
+class SaveToStored(MapTransform):
+    """Post-processing transform: write predicted label maps into a store collection.
+
+    Args:
+        keys: keys of the predictions (``[C, X, Y, Z]`` one-hot/probabilities or ``[1, X, Y, Z]`` label maps).
+        collection: target collection (created if missing).
+        store: target store; ``None``: the store of the image (its ``filename_or_obj`` is a
+            volume address). Required for images read from files.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "pred",
+        collection: str = "pred",
+        store: str | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if not collection:
+            raise ValueError("give the collection to write predictions into, e.g. collection='pred'")
+        self.collection = collection
+        self.store = store
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            pred = d[key]
+            meta = getattr(pred, "meta", None) or {}
+            source = restore_address(str(meta.get("filename_or_obj", "")))
+            store = self.store or (parse_address(source).store if is_volume_address(source) else None)
+            if store is None:
+                raise ValueError(
+                    f"{source!r} was not read from a store; give the store to write predictions into (--pred_store)"
+                )
+            affine = np.asarray(meta["affine"], dtype=np.float64)
+            write_label_volume(store, self.collection, subject_id_of(meta), label_map(pred), affine, source)
+        return d

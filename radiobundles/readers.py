@@ -1,0 +1,64 @@
+"""One MONAI ``ImageReader`` for both data sources of a bundle: store addresses and NIfTI files.
+
+``LoadImaged(reader="radiobundles.readers.StoreOrNiftiReader")`` reads a volume address
+(``<store>#<collection>/<id>``) with :class:`radiobject_adapter.TileDBReader` and anything else
+with MONAI's ``NibabelReader``. The choice is made per item, so a config does not need to know
+where its datalist came from: the bundle's own ``dataset_dir``, or a datalist that MONAI Label
+passes in (``train#dataset#data``), either kind. Addresses whose ``#`` a MONAI config turned into
+``::`` are read too (see :mod:`radiobundles.addresses`).
+
+Example:
+    >>> from monai.transforms import LoadImaged
+    >>> load = LoadImaged(keys="image", reader="radiobundles.readers.StoreOrNiftiReader", expanduser=False)
+    >>> load({"image": "/data/ct_store#CT/case_000"})["image"].shape
+    >>> load({"image": "/data/imagesTr/case_000_0000.nii.gz"})["image"].shape
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from monai.data import ImageReader, NibabelReader
+from monai.utils import ensure_tuple
+
+from radiobject_adapter import TileDBReader, Volume
+from radiobundles.addresses import restore_address
+
+__all__ = ["StoreOrNiftiReader"]
+
+
+class StoreOrNiftiReader(ImageReader):
+    """``TileDBReader`` for volume addresses, ``NibabelReader`` for files.
+
+    Args:
+        channel_dim: as in both readers (``None``: no channel axis in the data).
+        kwargs: passed to both readers (e.g. ``dtype``; ``NibabelReader`` forwards its extra
+            arguments to ``nibabel.load``).
+    """
+
+    def __init__(self, channel_dim: int | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        self.store_reader = TileDBReader(channel_dim=channel_dim, **kwargs)
+        self.file_reader = NibabelReader(channel_dim=channel_dim, **kwargs)
+
+    def _reader_for(self, names: list[str]) -> ImageReader:
+        return self.store_reader if self.store_reader.verify_suffix(names) else self.file_reader
+
+    def verify_suffix(self, filename: Sequence[str] | str) -> bool:
+        """True for volume addresses and for files ``NibabelReader`` reads (``.nii``, ``.nii.gz``)."""
+        names = [restore_address(str(f)) for f in ensure_tuple(filename)]
+        return self._reader_for(names).verify_suffix(names)
+
+    def read(self, data: Sequence[str] | str, **kwargs: Any) -> Any:
+        names = [restore_address(str(d)) for d in ensure_tuple(data)]
+        kinds = {self.store_reader.verify_suffix(n) for n in names}
+        if len(kinds) > 1:
+            raise ValueError(f"cannot stack volume addresses and files as channels of one image: {names}")
+        return self._reader_for(names).read(names if len(names) > 1 else names[0], **kwargs)
+
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
+        first = img[0] if isinstance(img, (list, tuple)) else img
+        reader = self.store_reader if isinstance(first, Volume) else self.file_reader
+        return reader.get_data(img)

@@ -1,0 +1,34 @@
+"""Reusable ignite / MONAI training handlers for the bundles.
+
+Only what MONAI and ignite lack: BatchNorm re-calibration before validation, crash-safe
+best/last/periodic checkpoints with resume and best-weight restore, resumable early stopping,
+per-iteration telemetry (lr, gradient norm, iteration time, batch Dice) and TensorBoard
+histograms. Everything else comes from ``monai.handlers``.
+
+Example:
+    >>> from radiobundles.training import BatchNormRecalibration, CheckpointManager
+"""
+
+from __future__ import annotations
+
+from radiobundles.training.batchnorm import BatchNormRecalibration, batchnorm_layers, recalibrate_batchnorm
+from radiobundles.training.checkpoint import CheckpointManager, periodic_checkpoints, save_atomic
+from radiobundles.training.early_stopping import ResumableEarlyStopHandler, metric_score
+from radiobundles.training.telemetry import IterationTelemetry, batch_scalars, gradient_norm, mean_dice_from_logits
+from radiobundles.training.tensorboard import TensorBoardHistogramHandler
+
+__all__ = [
+    "BatchNormRecalibration",
+    "CheckpointManager",
+    "IterationTelemetry",
+    "ResumableEarlyStopHandler",
+    "TensorBoardHistogramHandler",
+    "batch_scalars",
+    "batchnorm_layers",
+    "gradient_norm",
+    "mean_dice_from_logits",
+    "metric_score",
+    "periodic_checkpoints",
+    "recalibrate_batchnorm",
+    "save_atomic",
+]

@@ -1,0 +1,119 @@
+"""The app's parts that need no store: bundle copy, options, training overrides, versions, cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tiledb
+import torch
+
+from monailabel_app.lib.bundle import MODEL_FILE, ORIGIN_FILE, find_bundle, prepare_bundle
+from monailabel_app.lib.cache import NiftiCache
+from monailabel_app.lib.conf import AppConf
+from monailabel_app.lib.errors import InvalidRequest
+from monailabel_app.lib.train import bundle_overrides, load_datalist
+from monailabel_app.lib.versions import fragment_timestamps, list_versions, next_timestamp, write_version
+
+BUNDLE = "ct_segmentation_3d"
+
+
+@pytest.fixture
+def source_bundle(tmp_path) -> str:
+    """A copy of the repository bundle without trained weights."""
+    src = find_bundle(BUNDLE, app_dir=str(tmp_path))
+    dst = tmp_path / "src" / BUNDLE
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.pt", "*.ts", "runs", "eval"))
+    return str(dst)
+
+
+def test_bundle_copy_starts_from_initial_weights_and_keeps_its_training(source_bundle, tmp_path):
+    target = prepare_bundle(source_bundle, str(tmp_path / "ws"))
+    model = os.path.join(target, "models", MODEL_FILE)
+    with open(os.path.join(target, "models", ORIGIN_FILE)) as fh:
+        assert json.load(fh)["origin"].startswith("initial weights")
+    state = torch.load(model, map_location="cpu")
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+
+    torch.save({k: v + 1 for k, v in state.items()}, model)  # as if fine-tuned
+    with open(os.path.join(source_bundle, "configs", "metadata.json")) as fh:
+        meta = json.load(fh)
+    meta["version"] = "9.9.9"
+    with open(os.path.join(source_bundle, "configs", "metadata.json"), "w") as fh:
+        json.dump(meta, fh)
+    prepare_bundle(source_bundle, str(tmp_path / "ws"))  # the next start
+    with open(os.path.join(target, "configs", "metadata.json")) as fh:
+        assert json.load(fh)["version"] == "9.9.9"  # configs follow the repository
+    reloaded = torch.load(model, map_location="cpu")
+    assert all(torch.equal(reloaded[k], state[k] + 1) for k in state)  # the fine-tuned weights stay
+
+
+def test_bundle_copy_starts_from_the_bundle_checkpoint_when_there_is_one(source_bundle, tmp_path):
+    torch.save({"w": torch.ones(2)}, os.path.join(source_bundle, "models", MODEL_FILE))
+    target = prepare_bundle(source_bundle, str(tmp_path / "ws"))
+    assert torch.equal(torch.load(os.path.join(target, "models", MODEL_FILE))["w"], torch.ones(2))
+
+
+def test_unknown_bundles_say_where_they_were_looked_for(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"bundle 'nope' not found .*--conf bundles_dir"):
+        find_bundle("nope", app_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="invalid bundle name"):
+        find_bundle("../bundles", app_dir=str(tmp_path))
+
+
+def test_options_default_to_a_workspace_per_studies(tmp_path):
+    conf = AppConf.from_conf(str(tmp_path / "app"), "/data/store_a", {})
+    other = AppConf.from_conf(str(tmp_path / "app"), "/data/store_b", {})
+    assert conf.models == ("ct_segmentation_3d",) and conf.image_collection == "CT"
+    assert conf.workspace != other.workspace and conf.workspace.startswith(str(tmp_path / "app" / "workspace"))
+    assert conf.tracking_uri == f"sqlite:///{conf.workspace}/mlflow.db"
+    with pytest.raises(ValueError, match="bad --conf value"):
+        AppConf.from_conf(str(tmp_path), "/data/s", {"epistemic_samples": "many"})
+
+
+def test_training_options_are_checked_numbers_never_expressions():
+    request = {"patch_size": [32, 32, 32], "num_workers": 0, "learning_rate": 1e-3, "max_epochs": 3, "other": "x"}
+    assert bundle_overrides(request) == {"patch_size": [32, 32, 32], "num_workers": 0, "learning_rate": 1e-3}
+    for bad in (
+        {"patch_size": "$__import__('os').system('true')"},
+        {"patch_size": [32, 32]},
+        {"batch_size": 0},
+        {"batch_size": 1.5},
+        {"learning_rate": "1e-3"},
+        {"cache_rate": True},
+    ):
+        with pytest.raises(InvalidRequest, match="training option"):
+            bundle_overrides(bad)
+
+
+def test_datalists_reach_the_bundle_through_a_file(tmp_path):
+    items = [{"image": "/data/store#CT/case_000", "label": "/data/store#seg/case_000"}]
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(items))
+    assert load_datalist(str(path)) == items  # '#' intact, unlike config values in MONAI 1.6
+
+
+def test_version_timestamps_strictly_increase_and_never_lie_in_the_future(tmp_path):
+    uri = str(tmp_path / "label")
+    dom = tiledb.Domain(tiledb.Dim("x", (0, 3), tile=4, dtype=np.int32))
+    tiledb.Array.create(uri, tiledb.ArraySchema(domain=dom, attrs=[tiledb.Attr("voxels", dtype=np.uint8)]))
+    stamps = [write_version(uri, np.full(4, i, np.uint8), {"tag": "final", "annotator": f"a{i}"}) for i in range(5)]
+    assert stamps == sorted(stamps) and len(set(stamps)) == 5
+    assert fragment_timestamps(uri) == stamps
+    assert [v.annotator for v in list_versions(uri)] == [f"a{i}" for i in range(5)]
+    assert next_timestamp(stamps[-1]) > stamps[-1]
+
+
+def test_cache_keeps_the_two_newest_versions_of_a_volume(tmp_path):
+    cache = NiftiCache(str(tmp_path))
+
+    def writer(text):
+        return lambda path: open(path, "w").write(text)
+
+    paths = [cache.get("images", "uri", v, "a.nii.gz", writer(str(v))) for v in (1, 2, 3)]
+    assert [os.path.exists(p) for p in paths] == [False, True, True]
+    assert cache.get("images", "uri", 3, "a.nii.gz", writer("never called")) == paths[2]
+    assert cache.checksum(paths[2]).startswith("SHA256:")
