@@ -8,7 +8,7 @@ LOCK := requirements/lock.txt
 STAMP := $(VENV)/.radiobundles-installed
 DEMO_OUT ?= demo_output
 
-.PHONY: install demo test lint format test-fast lock clean label-server
+.PHONY: install demo test lint format test-fast lock clean label-server bench bench-quick
 PORT ?= 8000
 
 install: $(STAMP)
@@ -40,6 +40,13 @@ test: lint
 
 test-fast: install
 	$(VENV)/bin/pytest -m "not slow"
+
+# Loader-throughput experiment (benchmarks/README.md); data cached in benchmarks/data/
+bench: install
+	$(PY) -m benchmarks.run --mode full
+
+bench-quick: install
+	$(PY) -m benchmarks.run --mode quick
 
 # MONAI Label server for 3D Slicer on this machine: make label-server STUDIES=<store or NIfTI folder> [PORT=8000]
 label-server: install

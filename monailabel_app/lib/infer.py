@@ -10,6 +10,7 @@ process-wide lock around each pair keeps them whole.
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any
 
@@ -26,6 +27,10 @@ class ThreadSafeBundleInferTask(BundleInferTask):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         with _SYS_PATH_LOCK:  # the constructor inserts and removes the bundle path too
             super().__init__(*args, **kwargs)
+            # MONAI Label's training task does the same insert/remove pairs without our lock;
+            # one standing copy at the end of sys.path means no remove can ever miss.
+            if self.bundle_path and self.bundle_path not in sys.path:
+                sys.path.append(self.bundle_path)
 
     def pre_transforms(self, data: Any = None) -> Any:
         with _SYS_PATH_LOCK:

@@ -1,0 +1,152 @@
+"""Our TileDB store (radiobject_adapter): isotropic 64³ and axial tiles with the current
+code, and "ours-tuned": 32³ byteshuffle+lz4 tiles read through the proposed read path
+(:mod:`benchmarks.tuning`)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from benchmarks.config import BenchConfig
+from benchmarks.loaders import Contender, register
+from benchmarks.synth import DataSet, dir_size
+
+
+class _Ours(Contender):
+    group = "ours"
+    imports = ("torch", "monai.data", "radiobject_adapter")
+    ingest_kwargs: dict[str, Any] = {}
+    tuned = False
+
+    @property
+    def store_layout(self) -> str:  # type: ignore[override]
+        return f"store_{self.name}"
+
+    def setup_process(self) -> None:
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        if self.tuned:
+            from benchmarks import tuning
+
+            tuning.apply()
+
+    def store_uri(self, ds: DataSet) -> str:
+        return ds.path(self.store_layout)
+
+    def prepare(self, ds: DataSet, cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+        def build() -> dict[str, Any]:
+            import shutil
+
+            from radiobject_adapter import ingest_niftis
+
+            if self.tuned:  # the write side of the proposal: filter pipelines by name
+                from benchmarks import tuning
+
+                tuning.apply(read=False, write=True, allocator=False)
+            uri = self.store_uri(ds)
+            if os.path.exists(uri):
+                shutil.rmtree(uri)
+            img_dir, lbl_dir = ds.nifti_dirs(True)
+            t0 = time.perf_counter()
+            report = ingest_niftis(uri, {"CT": img_dir, "seg": lbl_dir}, progress=False, **self.ingest_kwargs)
+            build_s = time.perf_counter() - t0
+            if not report.ok:
+                raise RuntimeError(report.summary())
+            return {"bytes": dir_size(uri), "build_s": build_s, "ingest": dict(self.ingest_kwargs)}
+
+        return ds.ensure(self.store_layout, build, log)
+
+    def _radi(self, ds: DataSet):
+        from radiobject_adapter import RadiObject
+
+        return RadiObject(self.store_uri(ds))
+
+    def make_loader(self, ds: DataSet, cfg: BenchConfig, num_workers: int, length: int) -> Any:
+        from radiobject_adapter import create_segmentation_dataloader
+
+        radi = self._radi(ds)
+        ppv = max(1, -(-length // ds.spec.n_subjects))
+        return create_segmentation_dataloader(
+            radi.CT,
+            radi.seg,
+            batch_size=cfg.batch_size,
+            patch_size=cfg.patch,
+            num_workers=num_workers,
+            pin_memory=False,
+            persistent_workers=num_workers > 0,
+            patches_per_volume=ppv,
+        )
+
+    # -- micro -------------------------------------------------------------------------------------
+    def open_micro(self, ds: DataSet) -> None:
+        from radiobject_adapter import DatasetConfig, SegmentationDataset
+
+        radi = self._radi(ds)
+        ct, seg = radi.CT, radi.seg
+        self.vols = [ct[s] for s in ds.ids]
+        for v in self.vols:  # warm cached properties (array open, metadata) outside timing
+            _ = v.shape, v.metadata
+        cfg = DatasetConfig(loading_mode="patch", patch_size=(64, 64, 64), patches_per_volume=1)
+        self.ds_random = SegmentationDataset(ct, seg, cfg)
+        self.ds_fg = SegmentationDataset(ct, seg, cfg, foreground_sampling=True, pos=1, neg=1)
+        for i in range(len(self.ds_fg.records)):
+            self.ds_fg.foreground_index(i)  # loaded once per process, like a worker would
+        self._n = len(ds.ids)
+        self._k = 0
+
+    supports_items = True
+
+    def read_patch(self, subject: int, start, size) -> np.ndarray:
+        return self.vols[subject].read_box([(s, s + p) for s, p in zip(start, size)])
+
+    def read_full(self, subject: int) -> np.ndarray:
+        return self.vols[subject].to_numpy()
+
+    def read_axial(self, subject: int, z: int) -> np.ndarray:
+        return self.vols[subject].axial(z)
+
+    def item(self, foreground: bool) -> Any:
+        self._k += 1
+        ds = self.ds_fg if foreground else self.ds_random
+        return ds[self._k % self._n]
+
+
+@register
+class OursIso64(_Ours):
+    name = "ours-iso64"
+    label = "ours: isotropic 64³ zstd-3 (current)"
+    ingest_kwargs = {"tiling": "isotropic"}
+
+
+@register
+class OursAxial(_Ours):
+    name = "ours-axial"
+    label = "ours: axial tiles zstd-3 (current)"
+    ingest_kwargs = {"tiling": "axial"}
+
+
+@register
+class OursTuned(_Ours):
+    name = "ours-tuned"
+    label = "ours: 32³ shuffle+lz4, tuned reads, 2 read threads (proposed)"
+    tuned = True
+
+    def make_loader(self, ds: DataSet, cfg: BenchConfig, num_workers: int, length: int) -> Any:
+        from benchmarks import tuning
+        from radiobject_adapter import DatasetConfig, SegmentationDataset
+
+        radi = self._radi(ds)
+        ppv = max(1, -(-length // ds.spec.n_subjects))
+        dataset = SegmentationDataset(
+            radi.CT, radi.seg, DatasetConfig(loading_mode="patch", patch_size=cfg.patch, patches_per_volume=ppv)
+        )
+        return tuning.threaded_loader(dataset, cfg.batch_size, True, num_workers, threads=tuning.TUNED_THREADS)
+
+    @property
+    def ingest_kwargs(self) -> dict[str, Any]:  # type: ignore[override]
+        from benchmarks import tuning
+
+        return tuning.tuned_store_kwargs()
