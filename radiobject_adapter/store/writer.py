@@ -74,8 +74,8 @@ class StoreWriter:
         self.ctx = ctx or ctx_for_threads()
         self._vfs = tiledb.VFS(ctx=self.ctx)
         self._ensured: set[str] = set()
-        self._ensure_root()
         self.lease = WriterLease(self.uri, self._vfs)
+        self._ensure_root()
 
     # -- groups -------------------------------------------------------------------------
     def _object_type(self, uri: str) -> str | None:
@@ -117,12 +117,10 @@ class StoreWriter:
         uri = collection_uri(self.uri, name)
         if name in self._ensured:
             return uri
-        if self._object_type(uri) is None:
-            tiledb.Group.create(uri, ctx=self.ctx)
-        if self._object_type(join_uri(uri, "obs")) is None:
-            create_dataframe(join_uri(uri, "obs"), OBS_COLUMNS, ctx=self.ctx)
-        if self._object_type(join_uri(uri, "volumes")) is None:
-            tiledb.Group.create(join_uri(uri, "volumes"), ctx=self.ctx)
+        self._create_once(uri, lambda: tiledb.Group.create(uri, ctx=self.ctx))
+        obs_uri, vols_uri = join_uri(uri, "obs"), join_uri(uri, "volumes")
+        self._create_once(obs_uri, lambda: create_dataframe(obs_uri, OBS_COLUMNS, ctx=self.ctx))
+        self._create_once(vols_uri, lambda: tiledb.Group.create(vols_uri, ctx=self.ctx))
         with tiledb.Group(uri, "r", ctx=self.ctx) as grp:
             members = {m.name for m in grp}
             has_meta = "n_volumes" in grp.meta
@@ -144,6 +142,21 @@ class StoreWriter:
                 grp.meta["n_collections"] = len(registered) + 1
         self._ensured.add(name)
         return uri
+
+    def _create_once(self, uri: str, create: Any) -> None:
+        """Create a group/array unless it exists; a folder left half-created by a killed
+        writer (not a TileDB object) is removed first when no other writer is alive."""
+        if self._object_type(uri) is not None:
+            return
+        try:
+            create()
+        except tiledb.TileDBError:
+            if self._object_type(uri) is not None:
+                return  # another writer created it meanwhile
+            if not self._vfs.is_dir(uri) or self.lease.others_alive():
+                raise
+            self._vfs.remove_dir(uri)
+            create()
 
     def existing_obs_ids(self, name: str) -> dict[str, str]:
         """``obs_id -> member name`` of the registered volumes of a collection."""
