@@ -61,6 +61,27 @@ def make_obs_id(subject_id: str, collection: str) -> str:
     return f"{subject_id}_{collection}"
 
 
+def drop_torn_fragments(root: str) -> int:
+    """Remove zero-byte group metadata/member fragments (``__meta``/``__group``) under a
+    local store: a writer killed mid-write leaves them, and TileDB then refuses to open the
+    group ("Read exceeds file size"). They hold nothing; returns how many were removed."""
+    import os
+
+    if "://" in root and not root.startswith("file://"):
+        return 0
+    path = root.replace("file://", "")
+    removed = 0
+    for folder, _dirs, files in os.walk(path):
+        if os.path.basename(folder) not in ("__meta", "__group"):
+            continue
+        for name in files:
+            full = os.path.join(folder, name)
+            if os.path.getsize(full) == 0:
+                os.remove(full)
+                removed += 1
+    return removed
+
+
 def read_format_version(meta: dict) -> int:
     """Format version of a root group's metadata; stores written by radiobject count as 1."""
     version = int(meta.get(FORMAT_VERSION_KEY, 1))

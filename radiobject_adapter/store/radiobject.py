@@ -24,7 +24,8 @@ from radiobject_adapter.address import volume_address
 from radiobject_adapter.config import ctx_for_threads, with_retries
 from radiobject_adapter.store.collection import VolumeCollection
 from radiobject_adapter.store.dataframe import read_dataframe
-from radiobject_adapter.store.layout import collection_uri, join_uri, read_format_version
+from radiobject_adapter.store.layout import collection_uri, drop_torn_fragments, join_uri, read_format_version
+from radiobject_adapter.store.lease import WriterLease
 
 __all__ = ["RadiObject", "StoreNotFoundError", "split_subjects"]
 
@@ -65,6 +66,8 @@ class RadiObject:
         self.uri = uri if "://" in uri else os.path.abspath(uri)
         self._subjects = frozenset(subjects) if subjects is not None else None
         ctx = ctx_for_threads()
+        if "://" not in self.uri and not WriterLease(self.uri, tiledb.VFS(ctx=ctx)).others_alive():
+            drop_torn_fragments(self.uri)  # a killed writer's empty metadata file would block opening
 
         def kinds() -> tuple[str | None, str | None]:
             kind = tiledb.object_type(self.uri, ctx=ctx)

@@ -25,6 +25,7 @@ from radiobject_adapter.store.layout import (
     collection_uri,
     compression_filters,
     create_volume_schema,
+    drop_torn_fragments,
     join_uri,
     read_format_version,
 )
@@ -75,6 +76,8 @@ class StoreWriter:
         self._vfs = tiledb.VFS(ctx=self.ctx)
         self._ensured: set[str] = set()
         self.lease = WriterLease(self.uri, self._vfs)
+        if not self.lease.others_alive():
+            drop_torn_fragments(self.uri)  # left by a killed writer; they would block opening groups
         self._ensure_root()
 
     # -- groups -------------------------------------------------------------------------
