@@ -44,6 +44,7 @@ class BenchConfig:
     contender_timeout_s: float = 600.0  # a contender's whole subprocess
     batch_timeout_s: float = 60.0  # DataLoader(timeout=...) for loaders that may hang
     levers: bool = True
+    repeats_with_workers: int = 99  # timed windows with worker processes (each starts a loader)
     slow_loader_repeats: int = 99  # timed windows for slow loaders (MONAI: seconds per batch)
     skip_loaders: tuple[str, ...] = ()  # contenders measured in the micro benchmarks only
     patch: tuple[int, int, int] = PATCH
@@ -81,6 +82,7 @@ QUICK = BenchConfig(
     patches_per_volume=16,
     micro_reads=100,
     micro_slow_reads=2,
+    repeats_with_workers=1,
     slow_loader_repeats=1,
     skip_loaders=("radiobject-axial",),  # its reads are in the micro benchmarks; full runs its loader
     contender_timeout_s=150.0,

@@ -21,7 +21,7 @@ from benchmarks import tuning
 from benchmarks.config import MODES, BenchConfig
 from benchmarks.synth import DataSet, dir_size
 
-DEFAULT_CFG = {"sm.compute_concurrency_level": "2", "sm.io_concurrency_level": "2"}  # ReadConfig() today
+DEFAULT_CFG = {"sm.compute_concurrency_level": "2", "sm.io_concurrency_level": "2"}  # ReadConfig() before tuning
 TUNED_CFG = {"sm.compute_concurrency_level": "1", "sm.io_concurrency_level": "1", **tuning.TUNED_SETTINGS}
 
 MALLOC_DEFAULT = (128 * 1024, 128 * 1024)  # glibc's initial M_MMAP_THRESHOLD / M_TRIM_THRESHOLD
@@ -193,7 +193,7 @@ def run(mode: str, data_root: str, out: str) -> dict[str, Any]:
     experiments.append({"name": "label codec (uint8, 64³ read)", "variants": bench.run(lvariants)})
     save()
 
-    # 4: read calls on the proposed store
+    # 4: read calls on the default (32³ byteshuffle+lz4) store
     uri32, _ = arr_for((32,) * 3, "byteshuffle+lz4", 1)
     arr = tiledb.open(uri32, "r", ctx=tuned_ctx)
     q = arr.query(attrs=("voxels",))
@@ -226,10 +226,10 @@ def run(mode: str, data_root: str, out: str) -> dict[str, Any]:
             return tuning.direct_reader(a)([(v, v + patch) for v in s])
 
     variants = [
-        ("arr.query(attrs=...)[...] (current Volume.read_box)", lambda s: q[sl(s)]["voxels"], {}),
+        ("arr.query(attrs=...)[...] (TileDB-Py, Volume.read_box before tuning)", lambda s: q[sl(s)]["voxels"], {}),
         ("arr[...]", lambda s: arr[sl(s)]["voxels"], {}),
         ("arr.multi_index[...]", lambda s: arr.multi_index[tuple(slice(v, v + patch - 1) for v in s)]["voxels"], {}),
-        ("libtiledb Query into preallocated buffer (proposed)", direct(uri32, tuned_ctx), {}),
+        ("libtiledb Query into preallocated buffer (default)", direct(uri32, tuned_ctx), {}),
         ("same, array re-opened per read (radiobject's way)", reopen, {}),
         ("tile-aligned superset read, then crop", aligned, {}),
     ]
@@ -250,7 +250,7 @@ def run(mode: str, data_root: str, out: str) -> dict[str, Any]:
             ),
             ("+ vfs.min_batch_gap=0 only", {**DEFAULT_CFG, "vfs.min_batch_gap": "0"}, False),
             ("+ concurrency 1", {"sm.compute_concurrency_level": "1", "sm.io_concurrency_level": "1"}, False),
-            ("all three (tuned TileDB settings, proposed)", TUNED_CFG, False),
+            ("all three (tuned TileDB settings, default)", TUNED_CFG, False),
             ("tuned settings but concurrency 2", {**TUNED_CFG, **DEFAULT_CFG}, False),
         ]
         # the allocator stays tuned here (its effect only shows in fresh processes: see below)
@@ -260,7 +260,7 @@ def run(mode: str, data_root: str, out: str) -> dict[str, Any]:
 
     settings_exp("TileDB settings (32³ byteshuffle+lz4, direct reads)", uri32)
     uri64, _ = arr_for((64,) * 3, "zstd", 3)
-    settings_exp("TileDB settings (64³ zstd-3 = current store, direct reads)", uri64)
+    settings_exp("TileDB settings (64³ zstd-3 = store before tuning, direct reads)", uri64)
 
     # 7: full volume and axial slice under the tuned settings (does batch gap 0 hurt big reads?)
     def full_slice_exp() -> None:
@@ -289,10 +289,9 @@ def run(mode: str, data_root: str, out: str) -> dict[str, Any]:
     experiments.append(allocator_experiment(lever_dir, n_reads))
     save()
 
-    # 8-9: threads inside a worker and prefetch, on the ours-tuned store through radiobject_adapter
-    store = ds.path("store_ours-tuned")
+    # 8-9: threads inside a worker and prefetch, on the ours-iso store (defaults) through radiobject_adapter
+    store = ds.path("store_ours-iso")
     if os.path.exists(store):
-        tuning.apply()
         from concurrent.futures import ThreadPoolExecutor
 
         from radiobject_adapter import DatasetConfig, RadiObject, SegmentationDataset, create_segmentation_dataloader
@@ -324,28 +323,21 @@ def run(mode: str, data_root: str, out: str) -> dict[str, Any]:
                 ("whole dataset item (reads + float32 + MetaTensor)", item, {}),
             ]
         )
-        experiments.append({"name": "per sample: threads inside a worker (ours-tuned store)", "variants": rows})
+        experiments.append({"name": "per sample: threads inside a worker (ours-iso store)", "variants": rows})
         save()
 
-        def loader_rate(prefetch: int, workers: int, n_batches: int, threads: int = 0) -> float:
-            if threads:
-                dset = SegmentationDataset(
-                    radi.CT,
-                    radi.seg,
-                    DatasetConfig(loading_mode="patch", patch_size=(64, 64, 64), patches_per_volume=256),
-                )
-                loader = tuning.threaded_loader(dset, 4, True, workers, threads=threads)
-            else:
-                loader = create_segmentation_dataloader(
-                    radi.CT,
-                    radi.seg,
-                    batch_size=4,
-                    patch_size=(64, 64, 64),
-                    num_workers=workers,
-                    pin_memory=False,
-                    persistent_workers=workers > 0,
-                    patches_per_volume=256,
-                )
+        def loader_rate(prefetch: int, workers: int, n_batches: int, threads: int = 1) -> float:
+            loader = create_segmentation_dataloader(
+                radi.CT,
+                radi.seg,
+                batch_size=4,
+                patch_size=(64, 64, 64),
+                num_workers=workers,
+                pin_memory=False,
+                persistent_workers=workers > 0,
+                patches_per_volume=256,
+                read_threads=threads,
+            )
             it = iter(_Prefetch(loader, prefetch) if prefetch else loader)
             for _ in range(3):
                 next(it)
@@ -358,13 +350,13 @@ def run(mode: str, data_root: str, out: str) -> dict[str, Any]:
         rows = []
         for _ in range(2):
             for name, pf, w, th in (
-                ("factory loader, 0 workers", 0, 0, 0),
-                ("+ prefetch thread (4 batches), 0 workers", 4, 0, 0),
-                ("+ 2 read threads per process (proposed), 0 workers", 0, 0, 2),
+                ("factory loader, 1 read thread, 0 workers", 0, 0, 1),
+                ("+ prefetch thread (4 batches), 0 workers", 4, 0, 1),
+                ("+ 2 read threads per process (default), 0 workers", 0, 0, 2),
                 ("+ 4 read threads per process, 0 workers", 0, 0, 4),
-                ("factory loader, 2 workers", 0, 2, 0),
-                ("+ prefetch thread (4 batches), 2 workers", 4, 2, 0),
-                ("+ 2 read threads per process (proposed), 2 workers", 0, 2, 2),
+                ("factory loader, 1 read thread, 2 workers", 0, 2, 1),
+                ("+ prefetch thread (4 batches), 2 workers", 4, 2, 1),
+                ("+ 2 read threads per process (default), 2 workers", 0, 2, 2),
             ):
                 rows.append((name, loader_rate(pf, w, nb, th)))
         merged = {}
@@ -372,7 +364,7 @@ def run(mode: str, data_root: str, out: str) -> dict[str, Any]:
             merged.setdefault(name, []).append(v)
         experiments.append(
             {
-                "name": "threads and prefetch (ours-tuned store, samples/s, 2 alternating runs)",
+                "name": "threads and prefetch (ours-iso store, samples/s, 2 alternating runs)",
                 "variants": [
                     {"variant": n, "note": f"{np.median(v):.1f} samples/s ({', '.join(f'{x:.0f}' for x in v)})"}
                     for n, v in merged.items()

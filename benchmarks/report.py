@@ -17,12 +17,12 @@ TARGETS: list[tuple[str, str, str, float]] = [
     ("fg_vs_random", "foreground-sampled item p50 ÷ uniform item p50 (ours)", "<=", 1.2),
     ("size_vs_niigz", "store bytes on disk ÷ .nii.gz bytes", "<=", 1.2),
 ]
-OURS = ("ours-iso64", "ours-tuned")  # current code, proposed changes
+OURS = ("ours-iso", "ours-v0")  # defaults, the settings before tuning
 RADIOBJECT = ("radiobject-iso", "radiobject-axial")
 ORDER = (
-    "ours-tuned",
-    "ours-iso64",
+    "ours-iso",
     "ours-axial",
+    "ours-v0",
     "radiobject-iso",
     "radiobject-axial",
     "monai-niigz",
@@ -109,7 +109,7 @@ def _fmt(v: float | None, digits: int = 1) -> str:
 def ratio_lines(ratios: dict[str, dict[str, Any]]) -> list[str]:
     lines = []
     for ours, vals in ratios.items():
-        tag = "current code" if ours == "ours-iso64" else "proposed changes (benchmarks/tuning.py)"
+        tag = "defaults" if ours == "ours-iso" else "settings before tuning, for comparison"
         lines.append(f"{ours} ({tag}):")
         for key, desc, _, _ in TARGETS:
             r = vals[key]

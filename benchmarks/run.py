@@ -183,8 +183,9 @@ class _LoaderPhase:
 
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
-        log(f"- loaders {self.key}: {len(self.by_name)} contenders, {cfg.repeats} interleaved rounds")
-        for r in range(cfg.repeats):
+        log(f"- loaders {self.key}: {len(self.by_name)} contenders, interleaved rounds")
+        rounds = cfg.repeats if self.workers == 0 else min(cfg.repeats, cfg.repeats_with_workers)
+        for r in range(rounds):
             order = list(self.by_name)
             self.rng.shuffle(order)
             for name in order:
@@ -193,8 +194,8 @@ class _LoaderPhase:
                     continue
                 if not self.pool.alive(name) or len(self.errors.get(name, [])) >= 2:
                     continue  # a dead server, or a loader that failed twice: no more tries
-                self.window(name, last_round=r == cfg.repeats - 1)
-            log(f"  round {r + 1}/{cfg.repeats} done")
+                self.window(name, last_round=r == rounds - 1)
+            log(f"  round {r + 1}/{rounds} done")
         for name in list(self.live):
             self.stop(name)
         out: dict[str, Any] = {}

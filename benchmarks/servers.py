@@ -62,12 +62,19 @@ class Server:
         self.proc.stdin.flush()
         return json.loads(self._readline(timeout))
 
-    def close(self) -> None:
+    def ask_quit(self) -> None:
         try:
             self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
             self.proc.stdin.flush()
+        except OSError:  # already gone
+            pass
+
+    def close(self, ask: bool = True) -> None:
+        if ask:
+            self.ask_quit()
+        try:
             self.proc.wait(timeout=30)
-        except Exception:
+        except subprocess.TimeoutExpired:
             self.kill()
         self.log.close()
 
@@ -116,6 +123,8 @@ class Pool:
             return {"error": why}
 
     def close(self) -> None:
-        for srv in self.unique():
-            if srv.proc.poll() is None:
-                srv.close()
+        live = [srv for srv in self.unique() if srv.proc.poll() is None]
+        for srv in live:  # ask all first, then wait: they shut down in parallel
+            srv.ask_quit()
+        for srv in live:
+            srv.close(ask=False)

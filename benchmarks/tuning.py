@@ -1,7 +1,6 @@
-"""Prototype of the read/write changes proposed for ``radiobject_adapter`` (see README).
-
-Everything here is applied by monkey-patching, only inside benchmark processes, so that the
-"ours-tuned" contender measures exactly what the proposed diff would make the default:
+"""Helpers for the lever experiments (:mod:`benchmarks.levers`), which measure raw TileDB
+arrays outside ``radiobject_adapter``. The winners are now ``radiobject_adapter``'s defaults
+(``config.ReadConfig``/``WriteConfig``, ``Volume.read_box``, ``DatasetConfig.read_threads``):
 
 1. TileDB settings for patch reads (``tiledb_config``):
    ``sm.mem.malloc_trim=false`` (libtiledb otherwise calls ``malloc_trim`` when every query is
@@ -23,15 +22,14 @@ Everything here is applied by monkey-patching, only inside benchmark processes, 
    (+0.5 ms per 64³ label read).
 5. Threads inside a loader process: the items of one batch are read by a small thread pool
    (TileDB releases the GIL while it reads), ``threads=2`` by default
-   (:class:`ThreadedBatches`, the proposed ``make_dataloader(..., threads=)``).
+   (``DatasetConfig.read_threads``, through ``TileDBDataset.__getitems__``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -42,8 +40,6 @@ TUNED_COMPRESSION = "byteshuffle+lz4"
 TUNED_LEVEL = 1
 TUNED_THREADS = 2
 TUNED_SETTINGS = {"sm.mem.malloc_trim": "false", "vfs.min_batch_gap": "0", "vfs.min_batch_size": "0"}
-
-_applied = False
 
 
 # -- write side: filter pipelines ---------------------------------------------------------------
@@ -110,143 +106,3 @@ def direct_reader(arr: tiledb.Array):
         return out
 
     return read
-
-
-def _patched_read_box(self, bounds):  # replaces radiobject_adapter.volume.Volume.read_box
-    import time
-
-    from radiobject_adapter import volume as volume_mod
-    from radiobject_adapter.config import current_settings, forget_array, open_array
-    from radiobject_adapter.stats import count_query
-
-    for (lo, hi), n in zip(bounds, self.shape):
-        if lo < 0 or hi > n or lo > hi:
-            raise IndexError(f"box {list(bounds)} outside volume of shape {self.shape}")
-    if any(lo == hi for lo, hi in bounds):
-        return np.zeros([hi - lo for lo, hi in bounds], dtype=self.dtype)
-    settings = current_settings().read
-    retries = getattr(settings, "retries", 0)
-    for attempt in range(retries + 1):
-        count_query(self.uri)
-        try:
-            try:  # no retries inside open_array: this loop is the retry (and reopens)
-                arr = open_array(self.uri, self.timestamp, retry=False)
-            except TypeError:  # an adapter without the retry flag
-                arr = open_array(self.uri, self.timestamp)
-            reader = getattr(arr, "_rb_direct_reader", None)
-            if reader is None:
-                reader = direct_reader(arr)
-                try:
-                    arr._rb_direct_reader = reader  # cached on the (per-process cached) open array
-                except AttributeError:
-                    pass
-            return reader(bounds)
-        except tiledb.TileDBError as err:  # same retry policy as the current read_box
-            if attempt == retries:
-                error = getattr(volume_mod, "VolumeReadError", RuntimeError)
-                raise error(f"reading {self.uri} failed after {attempt + 1} attempt(s): {err}") from err
-            forget_array(self.uri)
-            time.sleep(getattr(settings, "retry_backoff_s", 0.25) * 2**attempt)
-    raise AssertionError("unreachable")
-
-
-@contextlib.contextmanager
-def _noop() -> Iterator[None]:
-    yield
-
-
-def schema_without_useless_shuffle(create):
-    """Wrap ``create_volume_schema``: no byte/bit shuffle for 1-byte types."""
-
-    def create_volume_schema(shape, dtype, tiling, filters, ctx=None):
-        if np.dtype(dtype).itemsize == 1:
-            shuffles = (tiledb.ByteShuffleFilter, tiledb.BitShuffleFilter)
-            filters = tiledb.FilterList([f for f in filters if not isinstance(f, shuffles)])
-        return create(shape, dtype, tiling, filters, ctx=ctx)
-
-    create_volume_schema._rb_tuned = True  # type: ignore[attr-defined]
-    return create_volume_schema
-
-
-class ThreadedBatches:
-    """A map-style dataset of whole batches: ``ds[[i, j, k, l]]`` reads the items in a thread
-    pool and collates them (MONAI's ``list_data_collate``). Use with
-    ``DataLoader(ThreadedBatches(ds, 2), batch_size=None, sampler=BatchSampler(...))``."""
-
-    def __init__(self, dataset: Any, threads: int = 2) -> None:
-        self.dataset, self.threads = dataset, threads
-        self._pool = None
-        self._pid = None
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, indices: Sequence[int]) -> Any:
-        import os
-        from concurrent.futures import ThreadPoolExecutor
-
-        from monai.data import list_data_collate
-
-        if self._pool is None or self._pid != os.getpid():  # one pool per (worker) process
-            self._pool, self._pid = ThreadPoolExecutor(self.threads), os.getpid()
-        return list_data_collate(list(self._pool.map(self.dataset.__getitem__, indices)))
-
-
-def _identity(batch: Any) -> Any:
-    return batch
-
-
-def threaded_loader(dataset: Any, batch_size: int, shuffle: bool, num_workers: int, threads: int = 2, **kw: Any):
-    """The proposed ``make_dataloader(..., threads=n)``: batches read by ``threads`` threads."""
-    from monai.data import DataLoader
-    from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
-
-    sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
-    return DataLoader(
-        ThreadedBatches(dataset, threads),
-        batch_size=None,
-        sampler=BatchSampler(sampler, batch_size, drop_last=False),
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
-        collate_fn=_identity,
-        **kw,
-    )
-
-
-def apply(read: bool = True, write: bool = True, allocator: bool = True, concurrency: int = 1) -> None:
-    """Patch ``radiobject_adapter`` in this process (and the DataLoader workers it forks)."""
-    global _applied
-    import radiobject_adapter.config as cfg
-    import radiobject_adapter.store.writer as writer
-    import radiobject_adapter.volume as volume
-
-    if write:
-        writer.compression_filters = filters_for
-        if not getattr(writer.create_volume_schema, "_rb_tuned", False):
-            writer.create_volume_schema = schema_without_useless_shuffle(writer.create_volume_schema)
-    if read:
-        original = cfg.tiledb_config
-
-        def tiledb_config(settings=None):  # type: ignore[no-untyped-def]
-            c = original(settings)
-            for k, v in TUNED_SETTINGS.items():
-                c[k] = v
-            return c
-
-        if not getattr(cfg.tiledb_config, "_rb_tuned", False):
-            tiledb_config._rb_tuned = True  # type: ignore[attr-defined]
-            cfg.tiledb_config = tiledb_config
-        volume.Volume.read_box = _patched_read_box
-        cfg.configure(read=cfg.ReadConfig(concurrency=concurrency))
-    if allocator:
-        tune_allocator()
-    _applied = True
-
-
-def tuned_store_kwargs() -> dict:
-    return {
-        "tiling": "isotropic",
-        "tile_extent": TUNED_TILE,
-        "compression": TUNED_COMPRESSION,
-        "compression_level": TUNED_LEVEL,
-    }

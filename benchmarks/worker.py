@@ -2,7 +2,7 @@
 in timing windows, time micro reads; one JSON line in, one JSON line out) and ``levers``.
 
 Each contender runs in its own process (unless the mode asks otherwise), so process-wide
-settings (the tuned contender's allocator and TileDB settings, radiobject's global context)
+settings (ours-v0's TileDB settings, radiobject's global context)
 never leak into another contender, and peak memory is that contender's own.
 """
 

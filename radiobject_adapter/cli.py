@@ -81,9 +81,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="tile shape (default: isotropic for NIfTI, axial = one tile per image for TIF)",
     )
-    ing.add_argument("--tile-extent", type=_tile_extent, default=None, help="isotropic tile size (default 64)")
-    ing.add_argument("--compression", choices=["zstd", "lz4", "gzip", "none"], default="zstd")
-    ing.add_argument("--compression-level", type=int, default=3)
+    ing.add_argument("--tile-extent", type=_tile_extent, default=None, help="isotropic tile size (default 32)")
+    ing.add_argument(
+        "--compression",
+        default=None,
+        help="zstd, lz4, gzip or none, optionally after byteshuffle+ / bitshuffle+ / delta+ (default byteshuffle+lz4)",
+    )
+    ing.add_argument("--compression-level", type=int, default=None, help="codec level (default 3; lz4 ignores it)")
     ing.add_argument("--affine-atol", type=float, default=1e-3, help="allowed image/label affine difference")
     ing.add_argument("--nonfinite", choices=["reject", "report"], default="reject", help="images with NaN/Inf voxels")
     ing.add_argument("--max-label", type=int, default=None, help="highest class index a label may hold")

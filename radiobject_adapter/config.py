@@ -53,8 +53,18 @@ class ReadConfig:
 
     Args:
         concurrency: threads TileDB may use to decode one query (``sm.compute_concurrency_level``
-            and ``sm.io_concurrency_level``). Inside DataLoader workers 1-2 is best; the workers
-            are the parallelism.
+            and ``sm.io_concurrency_level``). 1 (default) is best inside DataLoader workers, the
+            workers being the parallelism: hand-offs to TileDB's pools cost more than they give
+            for patch-sized reads (benchmarks/README.md); raise it for whole-volume reads.
+        read_batching: let libtiledb merge the tile reads of a query into batches of up to
+            ``vfs.min_batch_size`` (20 MB), gaps included. Off (default): a 64³ read over 32³
+            tiles fetches 1.7 MB instead of ~11 MB. Consider turning it on for S3, where fewer,
+            larger requests may pay for the extra bytes (not measured: no S3 here).
+        malloc_trim: let libtiledb call ``malloc_trim`` after every query (its default). Off
+            (default): the next query no longer page-faults all its tile buffers in again.
+        tune_allocator: on glibc, keep freed heap memory for reuse (``mallopt`` with
+            ``M_MMAP_THRESHOLD`` 32 MiB and ``M_TRIM_THRESHOLD`` 256 MiB) when the first
+            context of a process is made; forked workers inherit it.
         memory_budget_mb: budget for one query's result buffers.
         cache_open_arrays: keep arrays open per process (recommended; turn off only to debug).
         retries / retry_backoff_s: a failed read (dropped connection, 5xx that outlasted the
@@ -63,11 +73,14 @@ class ReadConfig:
             is retried the same way (:func:`with_retries`).
     """
 
-    concurrency: int = 2
+    concurrency: int = 1
     memory_budget_mb: int = 512
     cache_open_arrays: bool = True
     retries: int = 3
     retry_backoff_s: float = 0.25
+    read_batching: bool = False
+    malloc_trim: bool = False
+    tune_allocator: bool = True
 
 
 @dataclass(frozen=True)
@@ -75,11 +88,14 @@ class WriteConfig:
     """Write-side defaults used by ingest.
 
     Args:
-        compression: ``"zstd"`` (default), ``"lz4"``, ``"gzip"`` or ``"none"``.
-        compression_level: codec level (zstd 3 is a good size/speed balance for CT).
+        compression: a codec, ``"zstd"``, ``"lz4"``, ``"gzip"`` or ``"none"``, optionally after
+            ``byteshuffle+`` / ``bitshuffle+`` / ``delta+`` (a TileDB filter pipeline).
+            Default ``"byteshuffle+lz4"``: on CT int16 about the size of the ``.nii.gz`` and
+            twice as fast to decode as zstd (benchmarks/README.md).
+        compression_level: codec level (used by zstd and gzip; lz4 ignores it).
     """
 
-    compression: str = "zstd"
+    compression: str = "byteshuffle+lz4"
     compression_level: int = 3
 
 
@@ -186,6 +202,7 @@ def tiledb_config(settings: _Settings | None = None) -> tiledb.Config:
         "sm.compute_concurrency_level": str(max(1, s.read.concurrency)),
         "sm.io_concurrency_level": str(max(1, s.read.concurrency)),
         "sm.memory_budget": str(s.read.memory_budget_mb * 1024 * 1024),
+        "sm.mem.malloc_trim": "true" if s.read.malloc_trim else "false",
         "vfs.s3.region": s.s3.region,
         "vfs.s3.scheme": s.s3.scheme,
         "vfs.s3.use_virtual_addressing": "true" if s.s3.use_virtual_addressing else "false",
@@ -194,6 +211,9 @@ def tiledb_config(settings: _Settings | None = None) -> tiledb.Config:
         "vfs.s3.connect_max_tries": str(s.s3.connect_max_tries),
         "vfs.s3.connect_scale_factor": str(s.s3.connect_scale_factor),
     }
+    if not s.read.read_batching:
+        cfg["vfs.min_batch_size"] = "0"
+        cfg["vfs.min_batch_gap"] = "0"
     if s.s3.endpoint_override:
         cfg["vfs.s3.endpoint_override"] = s.s3.endpoint_override
     cfg["vfs.s3.connect_timeout_ms"] = str(s.s3.connect_timeout_ms)
@@ -250,11 +270,36 @@ def reset_caches() -> None:
         state.ctx = None
 
 
+_allocator_tuned = False
+
+
+def tune_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20) -> bool:
+    """glibc only (no-op elsewhere): keep freed heap memory for reuse instead of handing it back
+    to the kernel after every read, which made each query page-fault its buffers in again.
+    Process-wide; forked DataLoader workers inherit it. Returns whether it applied."""
+    global _allocator_tuned
+    if _allocator_tuned:
+        return True
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+        ok = libc.mallopt(m_mmap_threshold, int(mmap_threshold)) == 1
+        _allocator_tuned = ok and libc.mallopt(m_trim_threshold, int(trim_threshold)) == 1
+    except (OSError, AttributeError):
+        _allocator_tuned = False
+    return _allocator_tuned
+
+
 def ctx_for_threads() -> tiledb.Ctx:
     """The context shared by every thread of this process (TileDB contexts are thread-safe)."""
     state = _current_state()
     with state.lock:
         if state.ctx is None:
+            if _settings.read.tune_allocator:
+                tune_allocator()
             state.ctx = tiledb.Ctx(tiledb_config())
         return state.ctx
 

@@ -1,6 +1,9 @@
-"""Our TileDB store (radiobject_adapter): isotropic 64³ and axial tiles with the current
-code, and "ours-tuned": 32³ byteshuffle+lz4 tiles read through the proposed read path
-(:mod:`benchmarks.tuning`)."""
+"""Our TileDB store (radiobject_adapter) with its defaults (isotropic 32³ tiles,
+byteshuffle+lz4, direct reads, 2 read threads per loader process), with axial tiles, and
+"ours-v0": the settings before the benchmark-driven tuning (64³ zstd-3 tiles, TileDB-Py
+``arr.query`` reads, libtiledb's read batching and ``malloc_trim``, one item at a time), so
+every run shows what the tuning gives on the same machine. All three are plain options of
+``radiobject_adapter`` (``ReadConfig``, ingest arguments, ``DatasetConfig.read_threads``)."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ class _Ours(Contender):
     group = "ours"
     imports = ("torch", "monai.data", "radiobject_adapter")
     ingest_kwargs: dict[str, Any] = {}
-    tuned = False
+    read_threads = 2  # DatasetConfig default
 
     @property
     def store_layout(self) -> str:  # type: ignore[override]
@@ -28,10 +31,6 @@ class _Ours(Contender):
 
     def setup_process(self) -> None:
         os.environ.setdefault("TQDM_DISABLE", "1")
-        if self.tuned:
-            from benchmarks import tuning
-
-            tuning.apply()
 
     def store_uri(self, ds: DataSet) -> str:
         return ds.path(self.store_layout)
@@ -42,10 +41,6 @@ class _Ours(Contender):
 
             from radiobject_adapter import ingest_niftis
 
-            if self.tuned:  # the write side of the proposal: filter pipelines by name
-                from benchmarks import tuning
-
-                tuning.apply(read=False, write=True, allocator=False)
             uri = self.store_uri(ds)
             if os.path.exists(uri):
                 shutil.rmtree(uri)
@@ -78,6 +73,7 @@ class _Ours(Contender):
             pin_memory=False,
             persistent_workers=num_workers > 0,
             patches_per_volume=ppv,
+            read_threads=self.read_threads,
         )
 
     # -- micro -------------------------------------------------------------------------------------
@@ -89,7 +85,9 @@ class _Ours(Contender):
         self.vols = [ct[s] for s in ds.ids]
         for v in self.vols:  # warm cached properties (array open, metadata) outside timing
             _ = v.shape, v.metadata
-        cfg = DatasetConfig(loading_mode="patch", patch_size=(64, 64, 64), patches_per_volume=1)
+        cfg = DatasetConfig(
+            loading_mode="patch", patch_size=(64, 64, 64), patches_per_volume=1, read_threads=self.read_threads
+        )
         self.ds_random = SegmentationDataset(ct, seg, cfg)
         self.ds_fg = SegmentationDataset(ct, seg, cfg, foreground_sampling=True, pos=1, neg=1)
         for i in range(len(self.ds_fg.records)):
@@ -115,38 +113,30 @@ class _Ours(Contender):
 
 
 @register
-class OursIso64(_Ours):
-    name = "ours-iso64"
-    label = "ours: isotropic 64³ zstd-3 (current)"
+class OursIso(_Ours):
+    name = "ours-iso"
+    label = "ours: isotropic 32³ byteshuffle+lz4 (defaults)"
     ingest_kwargs = {"tiling": "isotropic"}
 
 
 @register
 class OursAxial(_Ours):
     name = "ours-axial"
-    label = "ours: axial tiles zstd-3 (current)"
+    label = "ours: axial tiles byteshuffle+lz4 (for 2D slices)"
     ingest_kwargs = {"tiling": "axial"}
 
 
 @register
-class OursTuned(_Ours):
-    name = "ours-tuned"
-    label = "ours: 32³ shuffle+lz4, tuned reads, 2 read threads (proposed)"
-    tuned = True
+class OursV0(_Ours):
+    name = "ours-v0"
+    label = "ours before tuning: 64³ zstd-3, TileDB-Py reads, 1 read thread"
+    ingest_kwargs = {"tiling": "isotropic", "tile_extent": 64, "compression": "zstd", "compression_level": 3}
+    read_threads = 1
 
-    def make_loader(self, ds: DataSet, cfg: BenchConfig, num_workers: int, length: int) -> Any:
-        from benchmarks import tuning
-        from radiobject_adapter import DatasetConfig, SegmentationDataset
+    def setup_process(self) -> None:
+        super().setup_process()
+        import radiobject_adapter.volume as volume
+        from radiobject_adapter import ReadConfig, configure
 
-        radi = self._radi(ds)
-        ppv = max(1, -(-length // ds.spec.n_subjects))
-        dataset = SegmentationDataset(
-            radi.CT, radi.seg, DatasetConfig(loading_mode="patch", patch_size=cfg.patch, patches_per_volume=ppv)
-        )
-        return tuning.threaded_loader(dataset, cfg.batch_size, True, num_workers, threads=tuning.TUNED_THREADS)
-
-    @property
-    def ingest_kwargs(self) -> dict[str, Any]:  # type: ignore[override]
-        from benchmarks import tuning
-
-        return tuning.tuned_store_kwargs()
+        volume._DIRECT_READS = False  # TileDB-Py's arr.query(...)[...]
+        configure(read=ReadConfig(concurrency=2, read_batching=True, malloc_trim=True, tune_allocator=False))

@@ -18,8 +18,10 @@ reseeds each worker), and reproducible from a seed.
 from __future__ import annotations
 
 import bisect
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -78,8 +80,11 @@ class TileDBDataset(Dataset, Randomizable):
         ...                    foreground_sampling=True, pos=2, neg=1)
         >>> ds[0]["image"].shape   # torch.Size([1, 64, 64, 64])
 
-    Subclassing: override :meth:`load_sample` (one record and a sub-index to a dict of
-    arrays) or :meth:`target_for` (per-volume class labels); the base class keeps the
+    Batches: a DataLoader fetches whole batches through :meth:`__getitems__`, which reads the
+    items with ``config.read_threads`` threads (default 2), same items as one at a time.
+
+    Subclassing: override :meth:`load_sample` (one record, a sub-index and an optional patch
+    start to a dict of arrays) or :meth:`target_for` (per-volume class labels); the base class keeps the
     sampling, padding, affines and transforms.
     """
 
@@ -111,6 +116,8 @@ class TileDBDataset(Dataset, Randomizable):
         if foreground_sampling and any(r["label"] is None for r in self.records):
             raise ValueError("foreground_sampling needs a label volume in every item")
         self._foreground: dict[int, ForegroundIndex] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid: int | None = None
         self._slice_offsets = self._count_slices() if self.config.loading_mode is LoadingMode.SLICE_2D else None
         self.set_random_state(seed=self.config.seed if self.config.seed is not None else np.random.randint(MAX_SEED))
 
@@ -170,11 +177,41 @@ class TileDBDataset(Dataset, Randomizable):
 
     def __getitem__(self, index: int) -> Any:
         rec_index, sub = self._locate(int(index))
-        sample = self.load_sample(rec_index, sub)
+        return self._transformed(self.load_sample(rec_index, sub))
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        """The items of one batch (PyTorch's DataLoader calls this instead of ``ds[i]`` per item).
+
+        Patch positions are drawn here, in order, and the transforms run here, in order, so a
+        seed gives the same batch as ``[ds[i] for i in indices]``; only the reads go to
+        ``config.read_threads`` threads (TileDB releases the GIL while it reads), the part that
+        waits on decompression and I/O.
+        """
+        if self.config.read_threads <= 1 or len(indices) <= 1:
+            return [self[i] for i in indices]
+        plans = []
+        for index in indices:
+            rec_index, sub = self._locate(int(index))
+            start = self.patch_start(rec_index) if self.config.loading_mode is LoadingMode.PATCH else None
+            plans.append((rec_index, sub, start))
+        samples = list(self._reader_pool().map(lambda plan: self.load_sample(*plan), plans))
+        return [self._transformed(sample) for sample in samples]
+
+    def _transformed(self, sample: dict[str, Any]) -> Any:
         for t in (self.image_transform, self.spatial_transform, self.transform):
             if t is not None:
                 sample = t(sample)
         return sample
+
+    def _reader_pool(self) -> ThreadPoolExecutor:
+        # one pool per process: a forked DataLoader worker must not use its parent's threads
+        if self._pool is None or self._pool_pid != os.getpid():
+            self._pool = ThreadPoolExecutor(self.config.read_threads, thread_name_prefix="tiledb-read")
+            self._pool_pid = os.getpid()
+        return self._pool
+
+    def __getstate__(self) -> dict[str, Any]:  # spawned workers and copies: thread pools do not pickle
+        return {**self.__dict__, "_pool": None, "_pool_pid": None}
 
     # -- reading ------------------------------------------------------------------------
     def foreground_index(self, rec_index: int) -> ForegroundIndex:
@@ -210,15 +247,15 @@ class TileDBDataset(Dataset, Randomizable):
     def _label(self, array: np.ndarray, meta: dict[str, Any]) -> MetaTensor:
         return MetaTensor(torch.from_numpy(np.ascontiguousarray(_label_tensor(array)[None])), meta=dict(meta))
 
-    def load_sample(self, rec_index: int, sub_index: int) -> dict[str, Any]:
-        """Read one item: a whole volume, a patch, or a slice, per the config."""
+    def load_sample(self, rec_index: int, sub_index: int, start: Sequence[int] | None = None) -> dict[str, Any]:
+        """Read one item: a whole volume, a patch (at ``start``, else drawn), or a slice."""
         rec = self.records[rec_index]
         images, label = rec["images"], rec["label"]
         first = images[0]
         mode, cfg = self.config.loading_mode, self.config
         out: dict[str, Any] = {}
         if mode is LoadingMode.PATCH:
-            start = self.patch_start(rec_index)
+            start = tuple(start) if start is not None else self.patch_start(rec_index)
             size = cfg.patch_size
             meta = self._meta(first, patch_affine(first.affine, start), size)
             out["image"] = self._image([read_patch(v, start, size, cfg.pad_mode, cfg.pad_value) for v in images], meta)

@@ -70,13 +70,16 @@ def make_dataloader(
     )
 
 
-def _config(patch_size: Sequence[int] | None, patches_per_volume: int, mode: LoadingMode | None) -> DatasetConfig:
+def _config(
+    patch_size: Sequence[int] | None, patches_per_volume: int, mode: LoadingMode | None, read_threads: int = 2
+) -> DatasetConfig:
     if mode is None:
         mode = LoadingMode.PATCH if patch_size is not None else LoadingMode.FULL_VOLUME
     return DatasetConfig(
         loading_mode=mode,
         patch_size=tuple(patch_size) if patch_size is not None else None,
         patches_per_volume=patches_per_volume,
+        read_threads=read_threads,
     )
 
 
@@ -93,10 +96,15 @@ def create_training_dataloader(
     distributed: bool = False,
     loading_mode: LoadingMode | None = None,
     seed: int = 0,
+    read_threads: int = 2,
 ) -> DataLoader:
-    """Shuffled loader of whole volumes, or of random patches when ``patch_size`` is given."""
+    """Shuffled loader of whole volumes, or of random patches when ``patch_size`` is given
+    (``read_threads``: see :class:`DatasetConfig`)."""
     ds = VolumeCollectionDataset(
-        collections, _config(patch_size, patches_per_volume, loading_mode), labels=labels, transform=transform
+        collections,
+        _config(patch_size, patches_per_volume, loading_mode, read_threads),
+        labels=labels,
+        transform=transform,
     )
     return make_dataloader(ds, batch_size, True, num_workers, pin_memory, persistent_workers, distributed, seed)
 
@@ -149,13 +157,15 @@ def create_segmentation_dataloader(
     shuffle: bool = True,
     loading_mode: LoadingMode | None = None,
     seed: int = 0,
+    read_threads: int = 2,
     **compat: Any,
 ) -> DataLoader:
-    """Image + label loader; ``foreground_sampling`` draws patch centres from the index."""
+    """Image + label loader; ``foreground_sampling`` draws patch centres from the index
+    (``read_threads``: see :class:`DatasetConfig`)."""
     ds = SegmentationDataset(
         image,
         mask,
-        _config(patch_size, patches_per_volume, loading_mode),
+        _config(patch_size, patches_per_volume, loading_mode, read_threads),
         transform=transform,
         image_transform=image_transform,
         spatial_transform=spatial_transform,

@@ -202,7 +202,8 @@ def ingest_niftis(
             as integers); default: those named seg/label/labels/mask/masks.
         tiling: ``"isotropic"`` (patch-friendly) or ``"axial"`` (slice-friendly), or a
             :class:`Tiling`; ``tile_extent`` sets the isotropic tile size.
-        compression / compression_level: codec (default from :func:`configure`: zstd 3).
+        compression / compression_level: codec or filter pipeline (default from :func:`configure`:
+            ``"byteshuffle+lz4"``; see :func:`~radiobject_adapter.store.layout.compression_filters`).
         affine_atol: largest allowed difference between image and label affines.
         nonfinite: images with NaN or Inf voxels are ``"reject"``-ed (default) or written
             and listed in ``report.warnings`` (``"report"``).

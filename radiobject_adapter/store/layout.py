@@ -93,25 +93,40 @@ def read_format_version(meta: dict) -> int:
     return version
 
 
+_CODECS = {"zstd": tiledb.ZstdFilter, "lz4": tiledb.LZ4Filter, "gzip": tiledb.GzipFilter}
+_PRE_FILTERS = {
+    "byteshuffle": tiledb.ByteShuffleFilter,
+    "bitshuffle": tiledb.BitShuffleFilter,
+    "delta": tiledb.DeltaFilter,
+}
+
+
 def compression_filters(compression: str = "zstd", level: int = 3) -> tiledb.FilterList:
-    """A filter list for ``compression`` in ``zstd``, ``lz4``, ``gzip``, ``none``."""
-    name = compression.lower()
-    if name == "zstd":
-        return tiledb.FilterList([tiledb.ZstdFilter(level=level)])
-    if name == "lz4":
-        return tiledb.FilterList([tiledb.LZ4Filter(level=level)])
-    if name == "gzip":
-        return tiledb.FilterList([tiledb.GzipFilter(level=level)])
-    if name in ("none", ""):
-        return tiledb.FilterList()
-    raise ValueError(f"unknown compression {compression!r}; use one of zstd, lz4, gzip, none")
+    """A filter list for ``compression``: ``zstd``, ``lz4``, ``gzip`` or ``none``, optionally
+    preceded by ``byteshuffle+`` / ``bitshuffle+`` / ``delta+`` (e.g. ``"byteshuffle+lz4"``).
+    ``level`` goes to the codec."""
+    filters = []
+    for token in compression.lower().split("+"):
+        token = token.strip()
+        if token in ("none", ""):
+            continue
+        if token in _PRE_FILTERS:
+            filters.append(_PRE_FILTERS[token]())
+        elif token in _CODECS:
+            filters.append(_CODECS[token](level=level))
+        else:
+            raise ValueError(
+                f"unknown compression {compression!r}; use zstd, lz4, gzip or none, optionally after "
+                "byteshuffle+, bitshuffle+ or delta+ (e.g. 'byteshuffle+lz4')"
+            )
+    return tiledb.FilterList(filters)
 
 
 @dataclass(frozen=True)
 class Tiling:
     """How a volume is cut into tiles.
 
-    ``isotropic`` tiles (default 64³) suit random 3D patches; ``axial`` tiles ``(X, Y, 1)``
+    ``isotropic`` tiles (default 32³) suit random 3D patches; ``axial`` tiles ``(X, Y, 1)``
     make one axial slice one tile (2D slice training); ``sagittal`` / ``coronal`` likewise.
     ``extent`` overrides the isotropic tile size (one int or three).
     """
@@ -126,7 +141,7 @@ class Tiling:
     def extents(self, shape: Sequence[int]) -> tuple[int, ...]:
         x, y, z = (int(s) for s in shape[:3])
         if self.strategy == "isotropic":
-            ext = self.extent if self.extent is not None else 64
+            ext = self.extent if self.extent is not None else 32
             ex = (ext, ext, ext) if isinstance(ext, int) else tuple(int(e) for e in ext)
         elif self.strategy == "axial":
             ex = (x, y, 1)
@@ -157,6 +172,9 @@ def create_volume_schema(
         tiledb.Dim(name=names[i], domain=(0, int(n) - 1), tile=int(t), dtype=np.int32, ctx=ctx)
         for i, (n, t) in enumerate(zip(shape, extents))
     ]
+    if np.dtype(dtype).itemsize == 1:  # shuffling the bytes of 1-byte values changes nothing but costs a stage
+        shuffles = (tiledb.ByteShuffleFilter, tiledb.BitShuffleFilter)
+        filters = tiledb.FilterList([f for f in filters if not isinstance(f, shuffles)])
     attr = tiledb.Attr(name=VOXELS, dtype=np.dtype(dtype), filters=filters, ctx=ctx)
     return tiledb.ArraySchema(
         domain=tiledb.Domain(*dims, ctx=ctx),

@@ -170,7 +170,8 @@ def ingest_tifs(
         subject_pattern: regex for the subject id (group ``subject``, or group 1); default:
             the file name without extension.
         tiling: ``"axial"`` (default: the whole image is one tile) or another :class:`Tiling`.
-        compression / compression_level: codec (default from :func:`configure`: zstd 3).
+        compression / compression_level: codec or filter pipeline (default from :func:`configure`:
+            ``"byteshuffle+lz4"``).
         progress: show a progress bar (files done / total).
 
     Returns:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import tiledb
 
-from radiobject_adapter.config import ctx_for_threads, forget_array
+from radiobject_adapter.config import ctx_for_threads, current_settings, forget_array
 from radiobject_adapter.store.dataframe import create_dataframe, read_dataframe, write_rows
 from radiobject_adapter.store.layout import (
     FORMAT_VERSION,
@@ -65,13 +65,17 @@ class StoreWriter:
         self,
         uri: str,
         tiling: Tiling | None = None,
-        compression: str = "zstd",
-        compression_level: int = 3,
+        compression: str | None = None,
+        compression_level: int | None = None,
         ctx: tiledb.Ctx | None = None,
     ) -> None:
         self.uri = str(uri).rstrip("/")
         self.tiling = tiling or Tiling()
-        self.filters = compression_filters(compression, compression_level)
+        defaults = current_settings().write  # configure(write=WriteConfig(...))
+        self.filters = compression_filters(
+            compression or defaults.compression,
+            compression_level if compression_level is not None else defaults.compression_level,
+        )
         self.ctx = ctx or ctx_for_threads()
         self._vfs = tiledb.VFS(ctx=self.ctx)
         self._ensured: set[str] = set()
@@ -221,12 +225,14 @@ class StoreWriter:
         meta: Mapping[str, Any] | None = None,
         obs_row: Mapping[str, Any] | None = None,
         raw_meta: Mapping[str, Any] | None = None,
+        timestamp: int | None = None,
     ) -> str:
         """Write one volume and register it; returns the array URI.
 
         The steps run in an order that any interruption leaves harmless: voxels + metadata,
         then group membership (the moment it becomes visible), then the ``obs`` row and
-        counters (repaired by the next run if missing).
+        counters (repaired by the next run if missing). ``timestamp`` (ms) stamps the voxels
+        and metadata (default: now), for callers whose metadata names the fragment's time.
         """
         col_uri = self.ensure_collection(collection)
         volumes_uri = join_uri(col_uri, "volumes")
@@ -242,7 +248,7 @@ class StoreWriter:
             "orientation_affine": affine_to_json(affine),
             **{k: str(v) for k, v in (meta or {}).items()},
         }
-        with tiledb.open(vol_uri, "w", ctx=self.ctx) as arr:
+        with tiledb.open(vol_uri, "w", timestamp=timestamp, ctx=self.ctx) as arr:
             arr[tuple(slice(0, n) for n in data.shape)] = data
             for key, value in array_meta.items():
                 arr.meta[key] = str(value)

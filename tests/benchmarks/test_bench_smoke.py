@@ -13,7 +13,7 @@ import time
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONTENDERS = "ours-tuned,ours-iso64,radiobject-iso,monai-niigz,monai-persistent,blosc2-nnunet"
+CONTENDERS = "ours-iso,ours-v0,radiobject-iso,monai-niigz,monai-persistent,blosc2-nnunet"
 
 pytest.importorskip("blosc2")
 pytest.importorskip("radiobject")
@@ -60,7 +60,7 @@ def test_bench_tiny_run_writes_json_png_table_and_ratios(tmp_path):
     assert results["micro"]["_checks"]["compared"] > 0
     assert results["micro"]["_checks"]["mismatches"] == []
     # every target ratio computed, with a verdict, for the current code and the proposal
-    for ours in ("ours-iso64", "ours-tuned"):
+    for ours in ("ours-iso", "ours-v0"):
         ratios = results["ratios"][ours]
         assert len(ratios) == 7
         for key, r in ratios.items():

@@ -84,3 +84,52 @@ def test_factories_accept_seed_keyword_names(ct_store: str) -> None:
     batch = next(iter(seg))
     assert batch["image"].shape == batch["label"].shape == (4, 1, 8, 8, 8)
     assert isinstance(batch["image"], torch.Tensor)
+
+
+def test_threaded_batches_equal_one_item_at_a_time_for_a_seed(ct_store: str) -> None:
+    # Positions and random transforms stay in the calling thread, so the read threads change
+    # the speed and nothing else: same seed, same batches, image and label still aligned.
+    from monai.transforms import Compose, RandFlipd, RandSpatialCropd
+
+    radi = RadiObject(ct_store)
+    batches = {}
+    for threads in (1, 3):
+        transform = Compose(
+            [
+                RandSpatialCropd(["image", "label"], roi_size=(12, 12, 12), random_size=False),
+                RandFlipd(["image", "label"], prob=0.5, spatial_axis=0),
+            ]
+        )
+        loader = create_segmentation_dataloader(
+            radi.CT,
+            radi.seg,
+            patch_size=(16, 16, 16),
+            batch_size=4,
+            num_workers=0,
+            pin_memory=False,
+            patches_per_volume=3,
+            foreground_sampling=True,
+            transform=transform,
+            read_threads=threads,
+        )
+        loader.dataset.set_random_state(seed=11)
+        torch.manual_seed(0)  # the shuffle order
+        batches[threads] = [(b["image"].clone(), b["label"].clone(), b["patch_start"].clone()) for b in loader]
+    assert len(batches[1]) == len(batches[3]) > 1
+    for (img1, lbl1, st1), (img3, lbl3, st3) in zip(batches[1], batches[3]):
+        assert torch.equal(st1, st3)
+        assert torch.equal(img1, img3) and torch.equal(lbl1, lbl3)
+
+
+def test_read_threads_do_not_replace_the_distributed_sampler(ct_store: str) -> None:
+    # MONAI's trainers call set_epoch only on a DistributedSampler: the threads live in the dataset
+    from torch.utils.data.distributed import DistributedSampler
+
+    from radiobject_adapter import DatasetConfig
+
+    radi = RadiObject(ct_store)
+    ds = SegmentationDataset(radi.CT, radi.seg, DatasetConfig("patch", patch_size=(8, 8, 8), read_threads=2))
+    loader = make_dataloader(ds, batch_size=2, shuffle=True, distributed=True, world_size=2, rank=0)
+    assert isinstance(loader.sampler, DistributedSampler)
+    batch = next(iter(loader))
+    assert batch["image"].shape == (2, 1, 8, 8, 8) and batch["label"].shape == (2, 1, 8, 8, 8)
