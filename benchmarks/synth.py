@@ -138,16 +138,23 @@ class DataSet:
         self.manifest.setdefault("layouts", {})[name] = info
         self.save()
 
-    def ensure(self, name: str, build: Callable[[], dict[str, Any]], log: Callable[[str], None] = print) -> dict:
-        """Build layout ``name`` unless the manifest has it; ``build`` returns its info."""
+    def ensure(
+        self, name: str, build: Callable[[], dict[str, Any]], log: Callable[[str], None] = print, key: Any = None
+    ) -> dict:
+        """Build layout ``name`` unless the manifest has it (built with the same ``key``, e.g. the
+        write settings, so a changed default is not measured on a stale layout); ``build``
+        returns its info."""
+        key = json.loads(json.dumps(key))  # as the manifest will hold it (tuples become lists)
         have = self.layout(name)
-        if have is not None:
+        if have is not None and have.get("key") == key:
             return have
         log(f"  building {self.spec.name}/{name} ...")
         t0 = time.perf_counter()
         info = build()
         info.setdefault("build_s", time.perf_counter() - t0)
         info["built_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        if key is not None:
+            info["key"] = key
         self.record(name, **info)
         return info
 

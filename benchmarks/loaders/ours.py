@@ -52,7 +52,21 @@ class _Ours(Contender):
                 raise RuntimeError(report.summary())
             return {"bytes": dir_size(uri), "build_s": build_s, "ingest": dict(self.ingest_kwargs)}
 
-        return ds.ensure(self.store_layout, build, log)
+        return ds.ensure(self.store_layout, build, log, key=self.layout_key())
+
+    def layout_key(self) -> dict[str, Any]:
+        """What the store's bytes depend on: rebuilt when a default of ``radiobject_adapter`` changes."""
+        from dataclasses import asdict
+
+        from radiobject_adapter.config import current_settings
+        from radiobject_adapter.store.layout import FORMAT_VERSION, Tiling
+
+        return {
+            "ingest": dict(self.ingest_kwargs),
+            "write": asdict(current_settings().write),
+            "iso_tile": Tiling().extents((512, 512, 512)),
+            "format": FORMAT_VERSION,
+        }
 
     def _radi(self, ds: DataSet):
         from radiobject_adapter import RadiObject
