@@ -5,6 +5,9 @@ Start it (see README.md for 3D Slicer)::
     PATH=.venv/bin:$PATH monailabel start_server --app monailabel_app --studies <store or NIfTI folder> \\
         --conf models ct_segmentation_3d --host 127.0.0.1 --port 8000
 
+A store on S3 (``--studies s3://bucket/store``) needs the endpoint and credentials in the
+server's environment (``AWS_ENDPOINT_URL_S3``, ``AWS_ACCESS_KEY_ID``, ...: lib/conf.py).
+
 * ``/infer/ct_segmentation_3d``: the bundle's ``inference.json`` (pre/post-processing, sliding
   window); the label comes back on the image's grid;
 * ``/train/ct_segmentation_3d``: fine-tunes on the labels saved so far (``train.json``), in a
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import threading
 from importlib.metadata import PackageNotFoundError, version
@@ -43,7 +47,7 @@ from monailabel.tasks.scoring.epistemic_v2 import EpistemicScoring
 from monailabel.utils.async_tasks.utils import tasks as async_tasks
 
 from monailabel_app.lib.bundle import find_bundle, prepare_bundle
-from monailabel_app.lib.conf import AppConf
+from monailabel_app.lib.conf import AppConf, placeholder_root
 from monailabel_app.lib.datastore import TileDBDatastore
 from monailabel_app.lib.errors import ImageNotFound
 from monailabel_app.lib.infer import ThreadSafeBundleInferTask
@@ -74,6 +78,12 @@ def is_store(uri: str) -> bool:
         return False
 
 
+def is_object_store_uri(uri: str) -> bool:
+    """True for ``s3://``, ``gcs://``, ``azure://`` and ``tiledb://`` URIs (not for http(s) studies)."""
+    scheme, sep, _rest = str(uri).partition("://")
+    return bool(sep) and scheme.lower() in ("s3", "gcs", "azure", "tiledb")
+
+
 def _warm_up_writer() -> None:
     """Load ITK's NIfTI writer once, off the request path (the first infer would wait seconds for it)."""
     import itk
@@ -87,6 +97,9 @@ class RadiobundlesApp(MONAILabelApp):
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         self.app_conf = AppConf.from_conf(app_dir, studies, conf or {})
+        placeholder = placeholder_root(studies) if self.app_conf.store != studies else None
+        if placeholder:  # MONAI Label made ./s3:/bucket/... of an s3:// --studies; the store is on S3
+            shutil.rmtree(placeholder, ignore_errors=True)
         os.makedirs(self.app_conf.workspace, exist_ok=True)
         bundles_root = os.path.join(self.app_conf.workspace, "bundles")
         self.bundles = {
@@ -105,7 +118,9 @@ class RadiobundlesApp(MONAILabelApp):
 
     def init_datastore(self) -> Datastore:
         c = self.app_conf
-        if is_store(c.store):
+        # an object-store URI is always a store: if it cannot be opened, say so (StoreNotFoundError
+        # names the URI) rather than fall back to a local folder of that name
+        if is_store(c.store) or is_object_store_uri(c.store):
             logger.info(f"Datastore: TileDB store {c.store} (images {c.image_collection}, labels {c.label_collection})")
             return TileDBDatastore(
                 c.store, c.workspace, c.image_collection, c.label_collection, affine_atol=c.label_affine_atol

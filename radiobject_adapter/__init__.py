@@ -30,6 +30,7 @@ from radiobject_adapter.data import (
     create_validation_dataloader,
 )
 from radiobject_adapter.reader import TileDBReader
+from radiobject_adapter.s3env import apply_s3_env
 from radiobject_adapter.stats import TileDBStats
 from radiobject_adapter.store.collection import VolumeCollection
 from radiobject_adapter.store.ingest import IngestError, IngestReport, ingest_niftis
@@ -38,6 +39,11 @@ from radiobject_adapter.store.naming import subject_id_from_path
 from radiobject_adapter.store.radiobject import RadiObject, StoreNotFoundError, split_subjects
 from radiobject_adapter.store.tif import ingest_tifs
 from radiobject_adapter.volume import Volume, VolumeReadError
+
+# A new interpreter (a bundle run, MONAI Label's server and its training subprocess, a spawned
+# DataLoader worker) knows nothing of configure() calls made elsewhere: it takes its S3 endpoint,
+# region and addressing from the environment (AWS_ENDPOINT_URL, AWS_REGION, ...; see s3env).
+apply_s3_env()
 
 __version__ = "0.1.0"
 

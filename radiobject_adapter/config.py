@@ -129,6 +129,10 @@ class S3Config:
     framing: set ``AWS_REQUEST_CHECKSUM_CALCULATION=when_required`` in the environment for
     them (``radiobject_adapter.testing.S3Server`` does). A server written in Python must run
     in its own process: TileDB-Py holds the GIL during parts of a read.
+
+    New processes take region, endpoint, scheme, addressing, parallel operations and part
+    size from the environment (``AWS_ENDPOINT_URL_S3``, ``AWS_REGION``, ...) when
+    radiobject_adapter is imported: see :mod:`radiobject_adapter.s3env`.
     """
 
     region: str = "us-east-1"

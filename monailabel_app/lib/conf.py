@@ -6,7 +6,7 @@ key                          default                          meaning
 ``models``                   ``ct_segmentation_3d``           bundle(s) to serve, comma separated, found on disk
 ``bundles_dir``              repository ``bundles/``          folder holding the bundles
 ``workspace``                ``<app>/workspace/<studies>``    writable folder: bundle copy, NIfTI cache, scores
-``store``                    ``--studies``                    store URI when it is not a local folder (``s3://``)
+``store``                    ``--studies``                    store URI; ``--studies s3://bucket/store`` works too
 ``image_collection``         ``CT``                           collection whose subjects are the images
 ``label_collection``         ``seg``                          collection of final labels (``seg_<tag>`` others)
 ``label_affine_atol``        ``0.001``                        mm an uploaded label's affine may differ by
@@ -17,18 +17,67 @@ key                          default                          meaning
 ``tracking_uri``             ``sqlite:///<workspace>/mlflow.db``  MLflow backend when a training asks for MLflow
 ``preload``                  ``false``                        load the network at start-up
 ===========================  ===============================  =====================================================
+
+A store on S3: ``--studies s3://bucket/store`` (or ``--conf store s3://bucket/store``), with the
+server's environment naming the S3 endpoint and credentials (``AWS_ENDPOINT_URL_S3``,
+``AWS_ACCESS_KEY_ID``, ...; see :mod:`radiobject_adapter.s3env`). MONAI Label takes every
+``--studies`` that is not an http(s) URL for a local folder: it creates ``./s3:/bucket/store`` and
+passes its real path on; :func:`store_from_studies` recovers the URI from that path.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from monailabel.utils.others.generic import strtobool
 
-__all__ = ["AppConf"]
+__all__ = ["AppConf", "placeholder_root", "store_from_studies"]
+
+# URI schemes of TileDB's object stores, as they look after os.path.realpath ("s3://b/k" -> ".../s3:/b/k")
+_FOLDED_URI = re.compile(r"(?:^|/)(s3|gcs|azure|tiledb):/+([^/].*)$")
+
+
+def _empty_placeholder(path: str) -> bool:
+    """True if ``path`` is missing or a folder tree with no file in it (what MONAI Label creates)."""
+    if not os.path.exists(path):
+        return True
+    if not os.path.isdir(path):
+        return False
+    return all(not files for _root, _dirs, files in os.walk(path))
+
+
+def store_from_studies(studies: str) -> str:
+    """``studies`` as given by MONAI Label, with an object-store URI restored.
+
+    ``monailabel start_server --studies s3://bucket/store`` hands the app
+    ``os.path.realpath("s3://bucket/store")``, i.e. ``<cwd>/s3:/bucket/store`` (an empty folder it
+    created). Such a path, when it holds no file, is turned back into ``s3://bucket/store``; any
+    other value is returned as it is.
+
+    Example:
+        >>> store_from_studies("/home/me/s3:/bucket/ct_store")
+        's3://bucket/ct_store'
+    """
+    text = str(studies)
+    match = _FOLDED_URI.search(text)
+    if match is None or "://" in text or not _empty_placeholder(text):
+        return text
+    return f"{match.group(1)}://{match.group(2)}"
+
+
+def placeholder_root(studies: str) -> str | None:
+    """The empty ``<cwd>/s3:`` folder MONAI Label created for an object-store ``--studies``, if any
+    (the app removes it, so no stray folder named after a URI is left in the working directory)."""
+    text = str(studies)
+    match = _FOLDED_URI.search(text)
+    if match is None or "://" in text:
+        return None
+    root = text[: match.start(2)].rstrip("/")
+    return root if os.path.isdir(root) and _empty_placeholder(root) else None
 
 
 def _workspace_for(app_dir: str, studies: str) -> str:
@@ -56,7 +105,7 @@ class AppConf:
 
     @classmethod
     def from_conf(cls, app_dir: str, studies: str, conf: Mapping[str, str]) -> AppConf:
-        store = conf.get("store") or studies
+        store = conf.get("store") or store_from_studies(studies)
         workspace = os.path.abspath(conf.get("workspace") or _workspace_for(app_dir, store))
         models = tuple(m.strip() for m in conf.get("models", "ct_segmentation_3d").split(",") if m.strip())
         if not models:

@@ -136,6 +136,18 @@ class S3Server:
             env["AWS_RESPONSE_CHECKSUM_VALIDATION"] = "when_required"
         return env
 
+    @property
+    def process_env(self) -> dict[str, str]:
+        """Environment for a **new process** (a bundle run, a MONAI Label server) to use this
+        server: :attr:`client_env` plus the endpoint and path-style addressing, which
+        :mod:`radiobject_adapter.s3env` reads when the process imports radiobject_adapter.
+
+        Example:
+            >>> subprocess.run(cmd, env={**os.environ, **srv.process_env})
+        """
+        assert self.endpoint_url, "start the server first"
+        return {**self.client_env, "AWS_ENDPOINT_URL_S3": self.endpoint_url, "RADIOBUNDLES_S3_ADDRESSING_STYLE": "path"}
+
     def s3_config_kwargs(self, with_credentials: bool = False) -> dict[str, Any]:
         """Keyword arguments for :class:`radiobject_adapter.S3Config` pointing at this server.
 

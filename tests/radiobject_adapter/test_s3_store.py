@@ -8,7 +8,6 @@ runs out of process and why, with moto < 5, clients set ``AWS_REQUEST_CHECKSUM_C
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -31,20 +30,18 @@ from radiobject_adapter import (
 )
 from radiobject_adapter.config import current_settings, tiledb_config
 from radiobject_adapter.synthetic import SyntheticDataset
-from radiobject_adapter.testing import S3Server, s3_server
+from radiobject_adapter.testing import S3Server
 
 pytestmark = pytest.mark.timeout(60)
 
-BUCKET = "radiobundles-s3-test"
 N_SUBJECTS = 3  # of the six in `synthetic_ct`: every S3 request is a loopback round trip
 
 
 @pytest.fixture(scope="session")
-def s3() -> Iterator[S3Server]:
-    """moto's S3 server on a free loopback port; credentials (random) exported to env."""
-    with s3_server(bucket=BUCKET) as srv:
-        yield srv
-    configure(s3=S3Config())  # back to defaults for whatever runs after
+def s3(s3_session: S3Server) -> S3Server:
+    """moto's S3 server on a free loopback port (shared, tests/conftest.py); credentials
+    (random) exported to env."""
+    return s3_session
 
 
 def _s3_config(srv: S3Server) -> S3Config:
@@ -94,7 +91,7 @@ def _nifti(synthetic_ct: SyntheticDataset, sid: str, label: bool = False) -> nib
 def test_server_listens_on_loopback_and_has_the_bucket(s3: S3Server) -> None:
     assert s3.endpoint_url.startswith("http://127.0.0.1:")
     assert s3.startup_seconds is not None and s3.startup_seconds < 20
-    assert BUCKET in [b["Name"] for b in s3.boto3_client().list_buckets()["Buckets"]]
+    assert s3.bucket in [b["Name"] for b in s3.boto3_client().list_buckets()["Buckets"]]
     assert s3.secret_access_key not in repr(s3) and s3.access_key_id not in repr(s3)
 
 
