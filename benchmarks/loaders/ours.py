@@ -64,7 +64,7 @@ class _Ours(Contender):
         return {
             "ingest": dict(self.ingest_kwargs),
             "write": asdict(current_settings().write),
-            "iso_tile": Tiling().extents((512, 512, 512)),
+            "iso_tile": [Tiling().extents((512, 512, 512), itemsize=n) for n in (1, 2)],
             "format": FORMAT_VERSION,
         }
 

@@ -126,9 +126,12 @@ def compression_filters(compression: str = "zstd", level: int = 3) -> tiledb.Fil
 class Tiling:
     """How a volume is cut into tiles.
 
-    ``isotropic`` tiles (default 32³) suit random 3D patches; ``axial`` tiles ``(X, Y, 1)``
-    make one axial slice one tile (2D slice training); ``sagittal`` / ``coronal`` likewise.
-    ``extent`` overrides the isotropic tile size (one int or three).
+    ``isotropic`` tiles suit random 3D patches: 32³ by default, 64³ for 1-byte volumes
+    (labels), whose 64³ tiles are no bigger than an int16 32³ tile but make a 64³ patch
+    8 tiles instead of 27 (0.50 vs 0.77 ms per read, benchmarks/README.md). ``axial`` tiles
+    ``(X, Y, 1)`` make one axial slice one tile (2D slice training); ``sagittal`` /
+    ``coronal`` likewise. ``extent`` overrides the isotropic tile size (one int or three)
+    for every dtype.
     """
 
     strategy: str = "isotropic"
@@ -138,10 +141,11 @@ class Tiling:
         if self.strategy not in TILINGS:
             raise ValueError(f"unknown tiling {self.strategy!r}; use one of {', '.join(TILINGS)}")
 
-    def extents(self, shape: Sequence[int]) -> tuple[int, ...]:
+    def extents(self, shape: Sequence[int], itemsize: int = 2) -> tuple[int, ...]:
+        """Tile extents for a volume of ``shape`` whose voxels take ``itemsize`` bytes."""
         x, y, z = (int(s) for s in shape[:3])
         if self.strategy == "isotropic":
-            ext = self.extent if self.extent is not None else 32
+            ext = self.extent if self.extent is not None else (64 if itemsize == 1 else 32)
             ex = (ext, ext, ext) if isinstance(ext, int) else tuple(int(e) for e in ext)
         elif self.strategy == "axial":
             ex = (x, y, 1)
@@ -167,7 +171,7 @@ def create_volume_schema(
 ) -> tiledb.ArraySchema:
     """Dense schema for one volume (3D, or 4D with a ``t`` dimension)."""
     names = ("x", "y", "z", "t")
-    extents = tiling.extents(shape)
+    extents = tiling.extents(shape, itemsize=np.dtype(dtype).itemsize)
     dims = [
         tiledb.Dim(name=names[i], domain=(0, int(n) - 1), tile=int(t), dtype=np.int32, ctx=ctx)
         for i, (n, t) in enumerate(zip(shape, extents))

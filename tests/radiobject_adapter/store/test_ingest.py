@@ -221,3 +221,14 @@ def test_twenty_kill_points_never_lose_or_corrupt_anything(tmp_path: Path) -> No
     assert _ingest(store, ds).ok
     radi = RadiObject(str(store))
     assert radi.CT.subject_ids == radi.seg.subject_ids == ds.subject_ids
+
+
+def test_default_isotropic_tiles_are_32_for_images_and_64_for_one_byte_labels(tmp_path: Path) -> None:
+    ds = make_ct_dataset(str(tmp_path / "nifti"), n_subjects=1, shape_range=((70, 72), (70, 72), (66, 68)), seed=2)
+    _ingest(tmp_path / "store", ds)
+    radi = RadiObject(str(tmp_path / "store"))
+    image, label = radi.CT.iloc[0], radi.seg.iloc[0]
+    assert image.dtype == np.int16 and label.dtype == np.uint8
+    assert image.tile_shape == (32, 32, 32)
+    assert label.tile_shape == (64, 64, 64)
+    np.testing.assert_array_equal(label.to_numpy(), np.asanyarray(nib.load(ds.labels[0]).dataobj))
