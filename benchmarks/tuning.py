@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import tiledb
 
 TUNED_TILE = 32
@@ -82,27 +80,9 @@ def tune_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 
 
 # -- read side: direct query ---------------------------------------------------------------------
 def direct_reader(arr: tiledb.Array):
-    """``read(bounds) -> ndarray`` for an open dense array, through one libtiledb query per call."""
-    import tiledb.libtiledb as lt
+    """``read(bounds) -> ndarray`` for an open dense array with a ``voxels`` attribute, through
+    one libtiledb query per call (``Volume.read_box``'s read, without its retries)."""
+    from radiobject_adapter.volume import _direct_read
 
-    ctx = lt.Context(arr.ctx)
-    attr = arr.schema.attr(0)
-    name = attr._internal_name
-    dtype = attr.dtype
-
-    def read(bounds: Sequence[tuple[int, int]]) -> np.ndarray:
-        out = np.empty([hi - lo for lo, hi in bounds], dtype=dtype)
-        q = lt.Query(ctx, arr.array, lt.QueryType.READ)
-        q.layout = lt.LayoutType.ROW_MAJOR
-        sub = lt.Subarray(ctx, arr.array)
-        for i, (lo, hi) in enumerate(bounds):
-            sub._add_dim_range(i, (int(lo), int(hi) - 1))
-        q.set_subarray(sub)
-        q.set_data_buffer(name, out, out.size)
-        status = q._submit()
-        if status != lt.QueryStatus.COMPLETE:  # cannot happen for an exact dense buffer; be safe
-            sl = tuple(slice(lo, hi) for lo, hi in bounds)
-            return arr.query(attrs=(name,))[sl][name]
-        return out
-
-    return read
+    dtype = arr.schema.attr(0).dtype
+    return lambda bounds: _direct_read(arr, bounds, dtype)

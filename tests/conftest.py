@@ -67,13 +67,7 @@ def s3_config_for(srv: S3Server) -> S3Config:
     """Settings that point this process at ``srv`` (credentials from the environment)."""
     from radiobject_adapter import S3Config
 
-    return S3Config(
-        endpoint_override=srv.endpoint_override,
-        scheme="http",
-        use_virtual_addressing=False,
-        region=srv.region,
-        connect_max_tries=2,
-    )
+    return S3Config(**srv.s3_config_kwargs(), connect_max_tries=2)
 
 
 @pytest.fixture(scope="session")

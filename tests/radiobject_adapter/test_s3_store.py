@@ -46,13 +46,7 @@ def s3(s3_session: S3Server) -> S3Server:
 
 def _s3_config(srv: S3Server) -> S3Config:
     # credentials deliberately not passed: tiledb_config() takes them from the environment
-    return S3Config(
-        endpoint_override=srv.endpoint_override,
-        scheme="http",
-        use_virtual_addressing=False,
-        region=srv.region,
-        connect_max_tries=2,
-    )
+    return S3Config(**srv.s3_config_kwargs(), connect_max_tries=2)
 
 
 @pytest.fixture(autouse=True)
