@@ -15,18 +15,30 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
+from collections.abc import Iterator
 
 import nibabel as nib
 import numpy as np
+import tiledb
 
 from monailabel_app.lib.errors import ImageNotFound, InvalidRequest, LabelNotFound
-from monailabel_app.lib.versions import LabelVersion, list_versions, read_version, record_version, write_version
+from monailabel_app.lib.versions import (
+    LabelVersion,
+    list_versions,
+    next_timestamp,
+    read_version,
+    record_metadata,
+    write_version,
+)
 from radiobject_adapter import RadiObject, Volume
+from radiobject_adapter.config import ctx_for_threads
 from radiobject_adapter.store.foreground import ForegroundIndex
 from radiobject_adapter.store.layout import Tiling, affine_to_json, make_obs_id
+from radiobject_adapter.store.lease import WriterLease
 from radiobject_adapter.store.writer import StoreWriter
 
 __all__ = ["FINAL_TAG", "StoreAccess", "check_image_id", "check_tag"]
@@ -85,6 +97,7 @@ class StoreAccess:
         self.listing_ttl = listing_ttl
         self._listings: dict[str, tuple[float, dict[str, str]]] = {}
         self._lock = threading.RLock()
+        self._lease: WriterLease | None = None
 
     # -- listings -----------------------------------------------------------------------
     def _listing(self, collection: str, fresh: bool = False) -> dict[str, str]:
@@ -159,6 +172,19 @@ class StoreAccess:
         uri = self.label_uri(image_id, tag)
         return list_versions(uri, tag) if uri else []
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold a writer lease while a version is written: a reader opening the store meanwhile
+        (``RadiObject`` removes a killed writer's empty metadata files when no writer is
+        alive) must not take this save's metadata file, empty for an instant, for one."""
+        if self._lease is None:
+            self._lease = WriterLease(self.uri, tiledb.VFS(ctx=ctx_for_threads()))
+        self._lease.refresh()
+        try:
+            yield
+        finally:
+            self._lease.release()
+
     def save(self, image_id: str, tag: str, data: np.ndarray, record: dict) -> int:
         """Store ``data`` as a new version of the image's ``tag`` label; returns the version.
 
@@ -172,7 +198,8 @@ class StoreAccess:
             uri = self.label_uri(image_id, tag)
             if uri is None:
                 return self._create(image_id, collection, image, data, record)
-            return write_version(uri, data, record, {"orientation_affine": affine_to_json(image.affine)})
+            with self._writing():
+                return write_version(uri, data, record, {"orientation_affine": affine_to_json(image.affine)})
 
     def restore(self, image_id: str, tag: str, version: int, record: dict) -> int:
         """Write an earlier version again as the newest one; nothing is removed."""
@@ -183,7 +210,8 @@ class StoreAccess:
                 raise LabelNotFound(f"{tag!r} label of {image_id!r} has no version {version}; versions: {known}")
             data = read_version(uri, version)
             image = Volume(self.image_uri(image_id))
-            return write_version(uri, data, record, {"orientation_affine": affine_to_json(image.affine)})
+            with self._writing():
+                return write_version(uri, data, record, {"orientation_affine": affine_to_json(image.affine)})
 
     def read(self, image_id: str, tag: str, version: int | None = None) -> np.ndarray:
         """A label version (the latest when ``version`` is ``None``)."""
@@ -196,7 +224,11 @@ class StoreAccess:
             raise LabelNotFound(f"{tag!r} label of {image_id!r} has no version {version}") from None
 
     def _create(self, image_id: str, collection: str, image: Volume, data: np.ndarray, record: dict) -> int:
+        """The first version of a label: a new array whose record is written with its voxels,
+        before the array is registered (visible), so no process killed on the way leaves a
+        visible label without its record."""
         affine = image.affine
+        version = next_timestamp(0)
         shared = {k: str(image.metadata[k]) for k in _SHARED_META if k in image.metadata}
         spacing = tuple(float(s) for s in image.spacing)
         writer = StoreWriter(self.uri, tiling=Tiling("isotropic", tuple(image.tile_shape[:3])))
@@ -216,13 +248,12 @@ class StoreAccess:
                     "affine_json": affine_to_json(affine),
                     "source_path": f"monailabel:{collection}",
                 },
-                raw_meta=ForegroundIndex.compute(data).to_metadata(),
+                raw_meta={**ForegroundIndex.compute(data).to_metadata(), **record_metadata(version, record)},
+                timestamp=version,
             )
             writer.update_counters([collection])
         finally:
             writer.close()
-        version = list_versions(uri, record.get("tag", ""))[-1].version
-        record_version(uri, version, record)
         with self._lock:
             hit = self._listings.get(collection)
             if hit is not None:

@@ -9,8 +9,17 @@ metadata of each save (including the foreground index the training sampler uses)
 at the save's own timestamp, so time travel returns it too.
 
 Fragments are the truth: a fragment without a record (written by ingest or by another tool)
-is still listed, with ``source="store"``. Never consolidate label arrays; that would merge
-their versions.
+is still listed, with ``source="store"``, and a record without a fragment is not listed. Never
+consolidate label arrays; that would merge their versions.
+
+A save is two writes, and a process killed between any two steps leaves no torn version:
+first the record (keyed by the version's timestamp) together with the removal of the previous
+version's foreground index, one millisecond earlier; then the voxels (a fragment commits
+whole or not at all) and the new foreground index. Killed after the first write, the record
+names no fragment and lists nothing; killed after the voxels, the version is whole and
+attributed, and readers that find no foreground index compute it from the voxels they read
+(:func:`~radiobject_adapter.store.foreground.ensure_foreground_index`), never using another
+version's.
 
 Example:
     >>> version = write_version(uri, labels, {"annotator": "ann1", "tag": "final", "source": "slicer"})
@@ -32,7 +41,7 @@ import numpy as np
 import tiledb
 
 from radiobject_adapter.config import ctx_for_threads, forget_array
-from radiobject_adapter.store.foreground import ForegroundIndex
+from radiobject_adapter.store.foreground import FOREGROUND_KEYS, ForegroundIndex
 from radiobject_adapter.store.layout import VOXELS
 
 __all__ = [
@@ -42,6 +51,7 @@ __all__ = [
     "list_versions",
     "next_timestamp",
     "read_version",
+    "record_metadata",
     "record_version",
     "write_version",
 ]
@@ -137,6 +147,12 @@ def _record_key(ts: int) -> str:
     return f"{RECORD_PREFIX}{ts:013d}:{uuid.uuid4().hex[:12]}"
 
 
+def record_metadata(ts: int, record: Mapping[str, Any]) -> dict[str, str]:
+    """The metadata entry that records ``record`` for the version at ``ts`` (to write it
+    together with the version's voxels, e.g. through ``StoreWriter.write_volume(raw_meta=...)``)."""
+    return {_record_key(ts): _record_json(record, ts)}
+
+
 def record_version(uri: str, ts: int, record: Mapping[str, Any]) -> None:
     """Attach ``record`` to the existing fragment written at ``ts`` (metadata only)."""
     with tiledb.open(uri, "w", timestamp=ts, ctx=ctx_for_threads()) as arr:
@@ -144,19 +160,36 @@ def record_version(uri: str, ts: int, record: Mapping[str, Any]) -> None:
     forget_array(uri)
 
 
+def _begin_version(uri: str, at: int, ts: int, record: Mapping[str, Any]) -> None:
+    """Step 1 of a save, at ``at`` (just before ``ts``): the record of version ``ts``, and no
+    foreground index any more (the previous version's must never describe the new voxels)."""
+    with tiledb.open(uri, "w", timestamp=at, ctx=ctx_for_threads()) as arr:
+        arr.meta[_record_key(ts)] = _record_json(record, ts)
+        for key in FOREGROUND_KEYS:
+            del arr.meta[key]
+
+
+def _commit_version(uri: str, ts: int, data: np.ndarray, meta: Mapping[str, Any]) -> None:
+    """Step 2 of a save, at ``ts``: the voxels (one fragment, committed whole), then ``meta``."""
+    with tiledb.open(uri, "w", timestamp=ts, ctx=ctx_for_threads()) as arr:
+        arr[tuple(slice(0, n) for n in data.shape)] = np.ascontiguousarray(data)
+        for key, value in meta.items():
+            arr.meta[key] = value
+
+
 def write_version(uri: str, data: np.ndarray, record: Mapping[str, Any], extra_meta: Mapping[str, Any] = ()) -> int:
     """Write ``data`` as the newest version of the label at ``uri``; returns its timestamp.
 
     The caller serialises saves of one array (a lock); the timestamp is strictly larger than
-    every existing fragment's, so "latest" is always this save until the next one.
+    every existing fragment's and record's, so "latest" is always this save until the next
+    one. Two writes, in the order that leaves nothing torn when the process dies between or
+    within them (see the module docstring).
     """
-    ts = next_timestamp(max(fragment_timestamps(uri), default=0))
+    before = next_timestamp(max([*fragment_timestamps(uri), *_records(uri)], default=0))
+    ts = next_timestamp(before)
     index = ForegroundIndex.compute(data).to_metadata()
-    with tiledb.open(uri, "w", timestamp=ts, ctx=ctx_for_threads()) as arr:
-        arr[tuple(slice(0, n) for n in data.shape)] = np.ascontiguousarray(data)
-        for key, value in {**dict(extra_meta), **index}.items():
-            arr.meta[key] = value
-        arr.meta[_record_key(ts)] = _record_json(record, ts)
+    _begin_version(uri, before, ts, record)
+    _commit_version(uri, ts, data, {**dict(extra_meta), **index})
     forget_array(uri)
     return ts
 

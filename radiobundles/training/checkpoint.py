@@ -213,7 +213,9 @@ class CheckpointManager:
 
     def training_completed(self, engine: Engine) -> None:
         """Restore the best weights (if any) and write the final model file."""
-        if self.restore_best_at_end and os.path.isfile(self.best_path):
+        # only a best.pt of this run (or of the run it resumed): a file left by an earlier run in
+        # the same folder, when this one never validated, is not this run's best
+        if self.restore_best_at_end and self.best_metric is not None and os.path.isfile(self.best_path):
             best = torch.load(self.best_path, map_location=self.map_location, weights_only=True)
             _unwrap(self.network).load_state_dict(best["model"])
             logger.info(

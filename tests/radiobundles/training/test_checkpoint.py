@@ -175,6 +175,20 @@ def test_best_weights_are_restored_at_the_end_and_saved_as_the_model(run_factory
     assert all(torch.equal(model_file[k], best[k]) for k in best)
 
 
+def test_a_best_file_left_by_an_earlier_run_is_not_restored_into_a_run_that_never_validated(run_factory, tmp_path):
+    earlier = run_factory(values=[0.9], max_epochs=1)
+    _manager(earlier, tmp_path)
+    earlier.trainer.run()
+    stale = _load(tmp_path / "best.pt")["model"]
+    run = run_factory(max_epochs=2, seed=1)
+    _manager(run, tmp_path, evaluator=None, key_metric_name=None)
+    run.trainer.run()
+    model_file = _load(tmp_path / "model.pt")
+    trained = run.network.state_dict()
+    assert all(torch.equal(model_file[k], trained[k]) for k in trained)
+    assert not all(torch.equal(model_file[k], stale[k]) for k in stale)
+
+
 def test_a_missing_key_metric_names_the_available_ones(run_factory, tmp_path):
     run = run_factory()
     _manager(run, tmp_path, key_metric_name="val_loss")
