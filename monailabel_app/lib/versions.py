@@ -18,7 +18,8 @@ version's foreground index, one millisecond earlier; then the voxels (a fragment
 whole or not at all) and the new foreground index. Killed after the first write, the record
 names no fragment and lists nothing; killed after the voxels, the version is whole and
 attributed, and readers that find no foreground index compute it from the voxels they read
-(:func:`~radiobject_adapter.store.foreground.ensure_foreground_index`), never using another
+(:func:`~radiobject_adapter.store.foreground.ensure_foreground_index`, which also rebuilds an
+index it finds made for an older fragment), never using another
 version's.
 
 Example:

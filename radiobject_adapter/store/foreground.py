@@ -25,7 +25,10 @@ __all__ = ["FOREGROUND_KEYS", "ForegroundIndex", "ensure_foreground_index", "ind
 INDEX_KEY = "foreground_index"
 COUNTS_KEY = "foreground_counts"
 VERSION_KEY = "foreground_index_version"
-FOREGROUND_KEYS = (INDEX_KEY, COUNTS_KEY, VERSION_KEY)
+# the fragment an index built after the fact describes: another process may save a newer
+# version of the label while the index is computed, and a reader must then not trust it
+FRAGMENT_KEY = "foreground_fragment_ts"
+FOREGROUND_KEYS = (INDEX_KEY, COUNTS_KEY, VERSION_KEY, FRAGMENT_KEY)
 INDEX_VERSION = 1
 DEFAULT_MAX_PER_CLASS = 4096
 
@@ -65,14 +68,19 @@ class ForegroundIndex:
     def foreground_classes(self) -> list[int]:
         return [c for c in self.classes if c != 0 and len(self.coords[c])]
 
-    def to_metadata(self) -> dict[str, Any]:
+    def to_metadata(self, fragment_ts: int | None = None) -> dict[str, Any]:
+        """Metadata entries; ``fragment_ts``: the timestamp of the fragment the index was
+        computed from, when it is written apart from the voxels (see :func:`ensure_foreground_index`)."""
         rows = [np.column_stack([np.full(len(v), c, np.int32), v]) for c, v in sorted(self.coords.items())]
         table = np.concatenate(rows) if rows else np.zeros((0, 4), np.int32)
-        return {
+        meta: dict[str, Any] = {
             INDEX_KEY: np.ascontiguousarray(table, dtype=np.int32).ravel(),
             COUNTS_KEY: json.dumps({str(c): n for c, n in self.counts.items()}),
             VERSION_KEY: str(INDEX_VERSION),
         }
+        if fragment_ts is not None:
+            meta[FRAGMENT_KEY] = str(int(fragment_ts))
+        return meta
 
     @classmethod
     def from_metadata(cls, meta: Mapping[str, Any]) -> ForegroundIndex | None:
@@ -120,28 +128,59 @@ class ForegroundIndex:
         return (x, y, z), cls_
 
 
+def _newest_fragment(volume: Any) -> int | None:
+    """Timestamp of the newest fragment the volume reads: up to its time-travel timestamp, or
+    to the moment its (per-process cached) array was opened."""
+    import tiledb
+
+    from radiobject_adapter.config import ctx_for_threads
+
+    limit = volume.timestamp[1] if isinstance(volume.timestamp, tuple) else volume.timestamp
+    if limit is None and hasattr(volume, "_array"):
+        limit = volume._array.timestamp_range[1]
+    stamps = [int(f.timestamp_range[1]) for f in tiledb.array_fragments(volume.uri, ctx=ctx_for_threads())]
+    stamps = [t for t in stamps if limit is None or t <= int(limit)]
+    return max(stamps) if stamps else None
+
+
 def ensure_foreground_index(
     volume: Any, max_per_class: int = DEFAULT_MAX_PER_CLASS, persist: bool = True
 ) -> ForegroundIndex:
     """The volume's index; built from one full read when missing (stores made before the
-    index existed), and written back to the array's metadata when ``persist`` and writable."""
-    index = ForegroundIndex.from_metadata(volume.metadata)
-    if index is not None:
+    index existed, or a label save killed before its index was written), and written back to
+    the array's metadata when ``persist`` and writable.
+
+    An index built here records the fragment it was computed from. If another process saved a
+    newer version of the label meanwhile (and this write landed after that version's own
+    index), the recorded fragment is no longer the newest one: the index is then ignored and
+    built again from the voxels readers actually get, never used for another version's voxels.
+    """
+    meta = volume.metadata
+    index = ForegroundIndex.from_metadata(meta)
+    if index is not None and (FRAGMENT_KEY not in meta or int(meta[FRAGMENT_KEY]) == _newest_fragment(volume)):
         return index
-    index = ForegroundIndex.compute(volume.to_numpy(), max_per_class)
+    import tiledb
+
+    from radiobject_adapter.config import ctx_for_threads, forget_array
+
+    at = _newest_fragment(volume)
+    if at is None:  # nothing written yet: the fill value everywhere
+        data = volume.to_numpy()
+    else:
+        with tiledb.open(volume.uri, "r", timestamp=at, ctx=ctx_for_threads()) as arr:
+            data = arr.query(attrs=(arr.schema.attr(0).name,))[tuple(slice(0, n) for n in arr.schema.shape)]
+            data = data[arr.schema.attr(0).name] if isinstance(data, dict) else data
+    index = ForegroundIndex.compute(data, max_per_class)
+    entries = index.to_metadata(fragment_ts=at)
     if persist:
-        import tiledb
-
-        from radiobject_adapter.config import ctx_for_threads, forget_array
-
         try:
             with tiledb.open(volume.uri, "w", ctx=ctx_for_threads()) as arr:
-                for key, value in index.to_metadata().items():
+                for key, value in entries.items():
                     arr.meta[key] = value
             forget_array(volume.uri)
         except tiledb.TileDBError:
             pass  # read-only store: keep the index in memory for this process
-    volume.__dict__["metadata"] = {**volume.metadata, **index.to_metadata()}
+    volume.__dict__["metadata"] = {**meta, **entries}
     return index
 
 

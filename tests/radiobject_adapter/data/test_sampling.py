@@ -146,6 +146,41 @@ def test_index_is_built_once_for_stores_made_before_it(sparse_store: str, tmp_pa
     assert stats.queries == 0 and again.counts == index.counts
 
 
+def test_an_index_built_for_an_older_label_version_is_rebuilt_for_the_newest(sparse_store: str, tmp_path) -> None:
+    # A process built the index of version A while another saved version B (with its own
+    # index) and its write landed last: readers of B must not sample from A's foreground.
+    import shutil
+
+    import tiledb
+
+    from radiobject_adapter.config import forget_array
+    from radiobject_adapter.store.foreground import ForegroundIndex
+
+    copy = tmp_path / "race"
+    shutil.copytree(sparse_store, copy)
+    uri = RadiObject(str(copy)).seg["a"].uri
+    old = RadiObject(str(copy)).seg["a"].to_numpy()
+    (t_old,) = {int(f.timestamp_range[1]) for f in tiledb.array_fragments(uri)}
+    new = np.zeros_like(old)
+    new[20:25, 20:21, 20:21] = 1  # version B: 5 voxels of class 1, no class 2
+    with tiledb.open(uri, "w") as arr:
+        arr[:] = new
+        for key, value in ForegroundIndex.compute(new).to_metadata().items():
+            arr.meta[key] = value
+    with tiledb.open(uri, "w") as arr:  # the late write of A's index
+        for key, value in ForegroundIndex.compute(old).to_metadata(fragment_ts=t_old).items():
+            arr.meta[key] = value
+    forget_array(uri)
+    reader = RadiObject(str(copy)).seg["a"]
+    assert ForegroundIndex.from_metadata(reader.metadata).counts[2] == 2  # the stale index is what is stored
+    index = ensure_foreground_index(reader)
+    assert index.counts.get(1) == 5 and 2 not in index.counts
+    forget_array(uri)
+    with TileDBStats() as stats:  # rebuilt once, stored for the newest fragment
+        again = ensure_foreground_index(RadiObject(str(copy)).seg["a"])
+    assert stats.queries == 0 and again.counts == index.counts
+
+
 def test_patch_larger_than_volume_is_padded_never_truncated(sparse_store: str) -> None:
     radi = RadiObject(sparse_store)
     cfg = DatasetConfig(loading_mode="patch", patch_size=(80, 16, 64), pad_value=-7, image_dtype=None, seed=0)
