@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -24,26 +25,47 @@ INGEST = textwrap.dedent(
     """
 )
 
-READER = textwrap.dedent(
+TRAINER = textwrap.dedent(
     """
+    # A reader that trains: epochs of random 16³ image+label patches through a DataLoader, a
+    # step of a small network on each batch, the store reopened every epoch (new subjects join),
+    # and every patch compared with its source NIfTI (a partial volume would differ).
     import sys, time, json
-    import numpy as np, nibabel as nib
-    from radiobject_adapter import RadiObject
-    store, sources = sys.argv[1], json.loads(sys.argv[2])
-    checked, deadline = 0, time.monotonic() + float(sys.argv[3])
-    while time.monotonic() < deadline:
+    import numpy as np, nibabel as nib, torch
+    from monai.data import DataLoader
+    from radiobject_adapter import DatasetConfig, RadiObject, SegmentationDataset
+    torch.set_num_threads(1)
+    store, sources, n_all, ready = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    net = torch.nn.Conv3d(1, 3, 3, padding=1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    cache = {}
+    def source(kind, sid):
+        if (kind, sid) not in cache:
+            cache[kind, sid] = np.asanyarray(nib.load(sources[kind][sid]).dataobj)
+        return cache[kind, sid]
+    checked, epochs, sizes, deadline = 0, 0, [], time.monotonic() + 240
+    while time.monotonic() < deadline and not (sizes and sizes[-1] == n_all and sizes.count(n_all) >= 2):
         try:
             radi = RadiObject(store)
+            ct, seg = radi.CT, radi.seg
         except Exception:
-            continue  # store not created yet
-        if "CT" not in radi.collection_names:
-            continue
-        for sid in radi.CT.subject_ids:
-            data = radi.CT[sid].to_numpy()
-            ref = np.asanyarray(nib.load(sources[sid]).dataobj)
-            assert np.array_equal(data, ref), f"partial or wrong volume for {sid}"
-            checked += 1
-    print("checked", checked)
+            continue  # store or collections not there yet
+        config = DatasetConfig("patch", patch_size=(16, 16, 16), patches_per_volume=2)
+        ds = SegmentationDataset(ct, seg, config, foreground_sampling=True)
+        for batch in DataLoader(ds, batch_size=2, shuffle=True, num_workers=0):
+            for img, lbl, start, sid in zip(batch["image"], batch["label"], batch["patch_start"], batch["subject_id"]):
+                box = tuple(slice(int(v), int(v) + 16) for v in start)
+                assert np.array_equal(img[0].numpy(), source("image", sid)[box]), f"partial image {sid}"
+                assert np.array_equal(lbl[0].numpy(), source("label", sid)[box]), f"partial label {sid}"
+                checked += 1
+            loss = torch.nn.functional.cross_entropy(net(batch["image"]), batch["label"][:, 0].long())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        epochs += 1
+        sizes.append(len(ds.records))
+        open(ready, "w").close()  # one epoch done: the writer may start
+    print(json.dumps({"checked": checked, "epochs": epochs, "sizes": sizes}))
     """
 )
 
@@ -81,20 +103,36 @@ def test_four_writers_at_once_store_every_subject_exactly_once(tmp_path: Path) -
     assert radi.metadata["subject_count"] == len(ds.subject_ids)
 
 
-def test_readers_never_see_a_partial_volume_while_a_writer_appends(tmp_path: Path) -> None:
+def test_four_training_readers_never_see_a_partial_volume_while_a_writer_appends(tmp_path: Path) -> None:
     import json
 
     ds, groups = _split_dataset(tmp_path, n_groups=2, per_group=4)
     store = str(tmp_path / "store")
     subprocess.run([sys.executable, "-c", INGEST, store, *groups[0]], check=True, timeout=300)
-    sources = json.dumps(dict(zip(ds.subject_ids, ds.images)))
+    sources = json.dumps({"image": dict(zip(ds.subject_ids, ds.images)), "label": dict(zip(ds.subject_ids, ds.labels))})
+    n_all = str(len(ds.subject_ids))
+    flags = [tmp_path / f"reader{i}.ready" for i in range(4)]
     readers = [
-        subprocess.Popen([sys.executable, "-c", READER, store, sources, "8"], stdout=subprocess.PIPE, text=True)
-        for _ in range(3)
+        subprocess.Popen(
+            [sys.executable, "-c", TRAINER, store, sources, n_all, str(flag)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for flag in flags
     ]
+    deadline = time.monotonic() + 240  # the writer starts once every reader has trained an epoch
+    while not all(f.exists() for f in flags) and all(r.poll() is None for r in readers):
+        assert time.monotonic() < deadline, "readers did not finish a first epoch"
+        time.sleep(0.1)
     writer = subprocess.run([sys.executable, "-c", INGEST, store, *groups[1]], timeout=300)
-    outputs = [r.communicate(timeout=120)[0] for r in readers]
+    results = [r.communicate(timeout=300) for r in readers]
     assert writer.returncode == 0
-    assert [r.returncode for r in readers] == [0, 0, 0]
-    assert all(int(o.split()[-1]) > 0 for o in outputs)
-    assert RadiObject(store).CT.subject_ids == ds.subject_ids
+    for proc, (out, err) in zip(readers, results):
+        assert proc.returncode == 0, err[-2000:]
+        report = json.loads(out.strip().splitlines()[-1])
+        # trained before the append (first epoch: the first group) and after it (every subject)
+        assert report["sizes"][0] == len(ds.subject_ids) // 2 and report["sizes"][-1] == len(ds.subject_ids), report
+        assert report["checked"] > 0
+    radi = RadiObject(store)
+    assert radi.CT.subject_ids == radi.seg.subject_ids == ds.subject_ids  # each exactly once
