@@ -20,6 +20,8 @@ import numpy as np
 from benchmarks import tuning
 from benchmarks.config import MODES, BenchConfig
 from benchmarks.synth import DataSet, dir_size
+from radiobject_adapter.config import tune_allocator
+from radiobject_adapter.store.layout import compression_filters
 
 DEFAULT_CFG = {"sm.compute_concurrency_level": "2", "sm.io_concurrency_level": "2"}  # ReadConfig() before tuning
 TUNED_CFG = {"sm.compute_concurrency_level": "1", "sm.io_concurrency_level": "1", **tuning.TUNED_SETTINGS}
@@ -30,7 +32,7 @@ MALLOC_TUNED = (32 << 20, 256 << 20)
 
 def _set_malloc(on: bool) -> None:
     mmap_t, trim_t = MALLOC_TUNED if on else MALLOC_DEFAULT
-    tuning.tune_allocator(mmap_t, trim_t)
+    tune_allocator(mmap_t, trim_t)
 
 
 def _make_array(uri: str, data: np.ndarray, tile: tuple[int, int, int], spec: str, level: int) -> int:
@@ -43,7 +45,7 @@ def _make_array(uri: str, data: np.ndarray, tile: tuple[int, int, int], spec: st
         ]
         schema = tiledb.ArraySchema(
             domain=tiledb.Domain(*dims),
-            attrs=[tiledb.Attr(name="voxels", dtype=data.dtype, filters=tuning.filters_for(spec, level))],
+            attrs=[tiledb.Attr(name="voxels", dtype=data.dtype, filters=compression_filters(spec, level))],
             sparse=False,
             cell_order="row-major",
             tile_order="row-major",
@@ -381,7 +383,7 @@ def _alloc_child(uri: str, mallopt: bool, n: int, seed: int) -> dict[str, float]
     import tiledb
 
     if mallopt:
-        tuning.tune_allocator()
+        tune_allocator()
     arr = tiledb.open(uri, "r", ctx=tiledb.Ctx(TUNED_CFG))
     rd = tuning.direct_reader(arr)
     bench = Bench(tuple(int(arr.schema.domain.dim(i).domain[1]) + 1 for i in range(3)), n, seed=seed)

@@ -27,58 +27,11 @@ arrays outside ``radiobject_adapter``. The winners are now ``radiobject_adapter`
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-from typing import Any
-
 import tiledb
 
-TUNED_TILE = 32
-TUNED_COMPRESSION = "byteshuffle+lz4"
-TUNED_LEVEL = 1
-TUNED_THREADS = 2
 TUNED_SETTINGS = {"sm.mem.malloc_trim": "false", "vfs.min_batch_gap": "0", "vfs.min_batch_size": "0"}
 
 
-# -- write side: filter pipelines ---------------------------------------------------------------
-def filters_for(spec: str, level: int = 3) -> tiledb.FilterList:
-    """A filter list from ``"zstd"``, ``"lz4"``, ``"none"``, or a ``+``-joined pipeline such
-    as ``"byteshuffle+lz4"`` / ``"bitshuffle+zstd"`` / ``"delta+zstd"`` (level → the codec)."""
-    out: list[Any] = []
-    for token in spec.lower().split("+"):
-        token = token.strip()
-        if token in ("none", ""):
-            continue
-        if token == "byteshuffle":
-            out.append(tiledb.ByteShuffleFilter())
-        elif token == "bitshuffle":
-            out.append(tiledb.BitShuffleFilter())
-        elif token == "delta":
-            out.append(tiledb.DeltaFilter())
-        elif token == "zstd":
-            out.append(tiledb.ZstdFilter(level=level))
-        elif token == "lz4":
-            out.append(tiledb.LZ4Filter(level=level))
-        elif token == "gzip":
-            out.append(tiledb.GzipFilter(level=level))
-        else:
-            raise ValueError(f"unknown filter {token!r} in {spec!r}")
-    return tiledb.FilterList(out)
-
-
-# -- process-wide allocator ---------------------------------------------------------------------
-def tune_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20) -> bool:
-    """glibc only: keep freed memory for reuse (no-op elsewhere). Returns whether it applied."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_mmap_threshold, int(mmap_threshold)) == 1
-        return ok and libc.mallopt(m_trim_threshold, int(trim_threshold)) == 1
-    except (OSError, AttributeError):
-        return False
-
-
-# -- read side: direct query ---------------------------------------------------------------------
 def direct_reader(arr: tiledb.Array):
     """``read(bounds) -> ndarray`` for an open dense array with a ``voxels`` attribute, through
     one libtiledb query per call (``Volume.read_box``'s read, without its retries)."""

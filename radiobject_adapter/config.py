@@ -274,16 +274,15 @@ def reset_caches() -> None:
         state.ctx = None
 
 
-_allocator_tuned = False
-
-
 def tune_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20) -> bool:
     """glibc only (no-op elsewhere): keep freed heap memory for reuse instead of handing it back
     to the kernel after every read, which made each query page-fault its buffers in again.
-    Process-wide; forked DataLoader workers inherit it. Returns whether it applied."""
-    global _allocator_tuned
-    if _allocator_tuned:
-        return True
+    Process-wide; forked DataLoader workers inherit it. Returns whether it applied.
+
+    Example:
+        >>> tune_allocator()  # called when a process makes its first TileDB context
+        True
+    """
     try:
         import ctypes
         import ctypes.util
@@ -291,10 +290,9 @@ def tune_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
         ok = libc.mallopt(m_mmap_threshold, int(mmap_threshold)) == 1
-        _allocator_tuned = ok and libc.mallopt(m_trim_threshold, int(trim_threshold)) == 1
+        return ok and libc.mallopt(m_trim_threshold, int(trim_threshold)) == 1
     except (OSError, AttributeError):
-        _allocator_tuned = False
-    return _allocator_tuned
+        return False
 
 
 def ctx_for_threads() -> tiledb.Ctx:

@@ -22,32 +22,6 @@ from radiobject_adapter.config import current_settings, forget_array, open_array
 from radiobject_adapter.stats import count_query
 from radiobject_adapter.store.layout import VOXELS, affine_from_json
 
-
-def _direct_read(arr: tiledb.Array, bounds: Sequence[tuple[int, int]], dtype: np.dtype) -> np.ndarray:
-    """Read ``voxels`` in the half-open box straight into a new array: one libtiledb query, no
-    result-size estimation, no second copy (``arr.query(...)[...]`` does both)."""
-    import tiledb.libtiledb as lt
-
-    ctx = getattr(arr, "_rb_lt_ctx", None)
-    if ctx is None:
-        ctx = lt.Context(arr.ctx)
-        try:
-            arr._rb_lt_ctx = ctx
-        except AttributeError:
-            pass
-    out = np.empty([hi - lo for lo, hi in bounds], dtype=dtype)
-    query = lt.Query(ctx, arr.array, lt.QueryType.READ)
-    query.layout = lt.LayoutType.ROW_MAJOR
-    sub = lt.Subarray(ctx, arr.array)
-    for i, (lo, hi) in enumerate(bounds):
-        sub._add_dim_range(i, (int(lo), int(hi) - 1))
-    query.set_subarray(sub)
-    query.set_data_buffer(VOXELS, out, out.size)
-    if query._submit() != lt.QueryStatus.COMPLETE:  # an exact dense buffer always completes
-        raise tiledb.TileDBError(f"incomplete read of {arr.uri} {list(bounds)}")
-    return out
-
-
 # TileDB-Py's low-level bindings (underscore methods, pinned tiledb<0.37); if a future version
 # lacks them, reads fall back to ``arr.query(...)[...]``.
 try:
@@ -56,6 +30,30 @@ try:
     _DIRECT_READS = all(hasattr(c, m) for c, m in ((_lt.Query, "_submit"), (_lt.Subarray, "_add_dim_range")))
 except ImportError:  # pragma: no cover
     _DIRECT_READS = False
+
+
+def _direct_read(arr: tiledb.Array, bounds: Sequence[tuple[int, int]], dtype: np.dtype) -> np.ndarray:
+    """Read ``voxels`` in the half-open box straight into a new array: one libtiledb query, no
+    result-size estimation, no second copy (``arr.query(...)[...]`` does both)."""
+    ctx = getattr(arr, "_rb_lt_ctx", None)
+    if ctx is None:
+        ctx = _lt.Context(arr.ctx)
+        try:
+            arr._rb_lt_ctx = ctx
+        except AttributeError:
+            pass
+    out = np.empty([hi - lo for lo, hi in bounds], dtype=dtype)
+    query = _lt.Query(ctx, arr.array, _lt.QueryType.READ)
+    query.layout = _lt.LayoutType.ROW_MAJOR
+    sub = _lt.Subarray(ctx, arr.array)
+    for i, (lo, hi) in enumerate(bounds):
+        sub._add_dim_range(i, (int(lo), int(hi) - 1))
+    query.set_subarray(sub)
+    query.set_data_buffer(VOXELS, out, out.size)
+    if query._submit() != _lt.QueryStatus.COMPLETE:  # an exact dense buffer always completes
+        raise tiledb.TileDBError(f"incomplete read of {arr.uri} {list(bounds)}")
+    return out
+
 
 __all__ = ["Volume", "VolumeReadError"]
 

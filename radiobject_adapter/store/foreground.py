@@ -157,13 +157,15 @@ def ensure_foreground_index(
     """
     meta = volume.metadata
     index = ForegroundIndex.from_metadata(meta)
-    if index is not None and (FRAGMENT_KEY not in meta or int(meta[FRAGMENT_KEY]) == _newest_fragment(volume)):
+    if index is not None and FRAGMENT_KEY not in meta:
+        return index  # written with the voxels (ingest, a label save): always theirs
+    at = _newest_fragment(volume)
+    if index is not None and int(meta[FRAGMENT_KEY]) == at:
         return index
     import tiledb
 
     from radiobject_adapter.config import ctx_for_threads, forget_array
 
-    at = _newest_fragment(volume)
     if at is None:  # nothing written yet: the fill value everywhere
         data = volume.to_numpy()
     else:

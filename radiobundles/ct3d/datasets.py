@@ -70,7 +70,8 @@ class PatchesPerSubject(Dataset):
     """Groups a patch-mode :class:`TileDBDataset` by subject: item ``i`` is the list of its patches.
 
     Random state stays with the wrapped dataset, so MONAI's per-worker reseeding reaches it and
-    patches are fresh every epoch and in every worker.
+    patches are fresh every epoch and in every worker. A subject's patches are fetched together
+    (``TileDBDataset.__getitems__``), so ``DatasetConfig.read_threads`` reads them in parallel.
     """
 
     def __init__(self, dataset: TileDBDataset) -> None:
@@ -89,7 +90,7 @@ class PatchesPerSubject(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"subject index {index} out of range for {len(self)} subjects")
         k = self.patches_per_volume
-        return [self.dataset[index * k + j] for j in range(k)]
+        return self.dataset.__getitems__([index * k + j for j in range(k)])
 
 
 def _store_dataset(
