@@ -8,37 +8,99 @@ Example:
 
 from __future__ import annotations
 
-from radiobject_adapter.address import VolumeAddress, parse_address, resolve_volume, volume_address
-from radiobject_adapter.config import (
-    ReadConfig,
-    S3Config,
-    WriteConfig,
-    configure,
-    ctx_for_process,
-    ctx_for_threads,
-)
-from radiobject_adapter.data import (
-    DatasetConfig,
-    LoadingMode,
-    SegmentationDataset,
-    TileDBDataset,
-    VolumeCollectionDataset,
-    VolumeCollectionSubjectsDataset,
-    create_inference_dataloader,
-    create_segmentation_dataloader,
-    create_training_dataloader,
-    create_validation_dataloader,
-)
-from radiobject_adapter.reader import TileDBReader
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from radiobject_adapter.s3env import apply_s3_env
-from radiobject_adapter.stats import TileDBStats
-from radiobject_adapter.store.collection import VolumeCollection
-from radiobject_adapter.store.ingest import IngestError, IngestReport, ingest_niftis
-from radiobject_adapter.store.layout import FORMAT_VERSION, FormatVersionError, Tiling
-from radiobject_adapter.store.naming import subject_id_from_path
-from radiobject_adapter.store.radiobject import RadiObject, StoreNotFoundError, split_subjects
-from radiobject_adapter.store.tif import ingest_tifs
-from radiobject_adapter.volume import Volume, VolumeReadError
+
+# The package face is lazy (PEP 562): ``import radiobject_adapter`` costs TileDB only, so the
+# ``radiobundles`` command and the store API start without torch, MONAI or TorchIO. A name is
+# imported from its home module the first time it is used (``radiobject_adapter.TileDBReader``
+# also from MONAI's ``LoadImage(reader="radiobject_adapter.TileDBReader")``).
+_HOMES: dict[str, str] = {
+    "VolumeAddress": "radiobject_adapter.address",
+    "parse_address": "radiobject_adapter.address",
+    "resolve_volume": "radiobject_adapter.address",
+    "volume_address": "radiobject_adapter.address",
+    "ReadConfig": "radiobject_adapter.config",
+    "S3Config": "radiobject_adapter.config",
+    "WriteConfig": "radiobject_adapter.config",
+    "configure": "radiobject_adapter.config",
+    "ctx_for_process": "radiobject_adapter.config",
+    "ctx_for_threads": "radiobject_adapter.config",
+    "DatasetConfig": "radiobject_adapter.data.config",
+    "LoadingMode": "radiobject_adapter.data.config",
+    "SegmentationDataset": "radiobject_adapter.data.datasets",
+    "TileDBDataset": "radiobject_adapter.data.datasets",
+    "VolumeCollectionDataset": "radiobject_adapter.data.datasets",
+    "VolumeCollectionSubjectsDataset": "radiobject_adapter.data.torchio",
+    "create_inference_dataloader": "radiobject_adapter.data.loaders",
+    "create_segmentation_dataloader": "radiobject_adapter.data.loaders",
+    "create_training_dataloader": "radiobject_adapter.data.loaders",
+    "create_validation_dataloader": "radiobject_adapter.data.loaders",
+    "TileDBReader": "radiobject_adapter.reader",
+    "TileDBStats": "radiobject_adapter.stats",
+    "VolumeCollection": "radiobject_adapter.store.collection",
+    "IngestError": "radiobject_adapter.store.ingest",
+    "IngestReport": "radiobject_adapter.store.ingest",
+    "ingest_niftis": "radiobject_adapter.store.ingest",
+    "FORMAT_VERSION": "radiobject_adapter.store.layout",
+    "FormatVersionError": "radiobject_adapter.store.layout",
+    "Tiling": "radiobject_adapter.store.layout",
+    "subject_id_from_path": "radiobject_adapter.store.naming",
+    "RadiObject": "radiobject_adapter.store.radiobject",
+    "StoreNotFoundError": "radiobject_adapter.store.radiobject",
+    "split_subjects": "radiobject_adapter.store.radiobject",
+    "ingest_tifs": "radiobject_adapter.store.tif",
+    "Volume": "radiobject_adapter.volume",
+    "VolumeReadError": "radiobject_adapter.volume",
+}
+
+if TYPE_CHECKING:  # static tools see the names; the interpreter imports them on first use
+    from radiobject_adapter.address import VolumeAddress, parse_address, resolve_volume, volume_address
+    from radiobject_adapter.config import (
+        ReadConfig,
+        S3Config,
+        WriteConfig,
+        configure,
+        ctx_for_process,
+        ctx_for_threads,
+    )
+    from radiobject_adapter.data import (
+        DatasetConfig,
+        LoadingMode,
+        SegmentationDataset,
+        TileDBDataset,
+        VolumeCollectionDataset,
+        VolumeCollectionSubjectsDataset,
+        create_inference_dataloader,
+        create_segmentation_dataloader,
+        create_training_dataloader,
+        create_validation_dataloader,
+    )
+    from radiobject_adapter.reader import TileDBReader
+    from radiobject_adapter.stats import TileDBStats
+    from radiobject_adapter.store.collection import VolumeCollection
+    from radiobject_adapter.store.ingest import IngestError, IngestReport, ingest_niftis
+    from radiobject_adapter.store.layout import FORMAT_VERSION, FormatVersionError, Tiling
+    from radiobject_adapter.store.naming import subject_id_from_path
+    from radiobject_adapter.store.radiobject import RadiObject, StoreNotFoundError, split_subjects
+    from radiobject_adapter.store.tif import ingest_tifs
+    from radiobject_adapter.volume import Volume, VolumeReadError
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'radiobject_adapter' has no attribute {name!r}")
+    value = getattr(import_module(home), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 # A new interpreter (a bundle run, MONAI Label's server and its training subprocess, a spawned
 # DataLoader worker) knows nothing of configure() calls made elsewhere: it takes its S3 endpoint,

@@ -199,12 +199,18 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``radiobundles`` console script."""
+def _input_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean bad input (exit 2). Imported only when an exception propagates (an
+    ``except`` clause evaluates its tuple then), so ``--help`` and ``info`` skip the ingest stack."""
     from radiobject_adapter.store.ingest import IngestError
     from radiobject_adapter.store.layout import FormatVersionError
     from radiobject_adapter.store.radiobject import StoreNotFoundError
 
+    return (IngestError, FileNotFoundError, FileExistsError, StoreNotFoundError, FormatVersionError, KeyError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``radiobundles`` console script."""
     args = _parser().parse_args(argv)
     try:
         if args.command == "ingest":
@@ -212,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "index-foreground":
             return _index(args)
         return _info(args)
-    except (IngestError, FileNotFoundError, FileExistsError, StoreNotFoundError, FormatVersionError, KeyError) as err:
+    except _input_errors() as err:
         print(f"radiobundles {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -32,8 +32,14 @@ class VolumeReader:
 
 
 def _subjects_dataset_class() -> type:
-    import torchio as tio
-
+    # TorchIO is an extra: the rest of the data layer works without it (tests/test_package_face.py)
+    try:
+        import torchio as tio
+    except ImportError as err:
+        raise ImportError(
+            "VolumeCollectionSubjectsDataset needs TorchIO, which is not installed: "
+            "pip install 'radiobundles[torchio]' (or use VolumeCollectionDataset / SegmentationDataset)"
+        ) from err
     return tio.SubjectsDataset
 
 
