@@ -38,8 +38,9 @@ format: install
 test: lint
 	$(VENV)/bin/pytest
 
+# unit and in-process tests only (<= 3 min on an idle machine); `make test` (CI) runs every test
 test-fast: install
-	$(VENV)/bin/pytest -m "not slow"
+	$(VENV)/bin/pytest -m "not slow and not integration"
 
 # Loader-throughput experiment (benchmarks/README.md); data cached in benchmarks/data/
 bench: install

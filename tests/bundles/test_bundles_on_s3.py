@@ -29,7 +29,7 @@ from radiobject_adapter.synthetic import SyntheticDataset
 from radiobject_adapter.testing import S3Server
 from radiobundles.datalists import make_datalist
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.integration, pytest.mark.slow]
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "ct_segmentation_3d" / "configs"
 TRAIN, EVALUATE, INFERENCE = (str(CONFIGS / f"{n}.json") for n in ("train", "evaluate", "inference"))

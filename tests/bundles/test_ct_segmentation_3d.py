@@ -88,6 +88,7 @@ def trained_on_store(store, tmp_path_factory) -> dict:
     return {"root": root, "dataset": dataset, **outputs(root)}
 
 
+@pytest.mark.slow
 def test_store_training_reads_patches_and_logs_checkpoint_and_tensorboard(trained_on_store):
     dataset = trained_on_store["dataset"]
     assert isinstance(dataset, PatchesPerSubject) and isinstance(dataset.dataset, TileDBDataset)
@@ -98,6 +99,7 @@ def test_store_training_reads_patches_and_logs_checkpoint_and_tensorboard(traine
     assert "val/image_label_pred" in tags["images"]
 
 
+@pytest.mark.slow
 def test_evaluate_writes_dice_and_hd95_per_subject_and_class(trained_on_store, store):
     wf = run(
         workflow([TRAIN, EVALUATE], dataset_dir=store, **TINY, val_fraction=0.34, **outputs(trained_on_store["root"]))
@@ -113,6 +115,7 @@ def test_evaluate_writes_dice_and_hd95_per_subject_and_class(trained_on_store, s
     assert wf.parser.get_parsed_content("validate#evaluator").state.metrics["val_mean_dice"] >= 0.0
 
 
+@pytest.mark.slow
 def test_inference_on_store_writes_niftis_on_the_source_grid_and_a_collection(trained_on_store, store):
     out = trained_on_store["root"] / "predictions"
     overrides = {**TINY, "split": "validation", "val_fraction": 0.34, "pred_collection": "pred"}
@@ -128,6 +131,8 @@ def test_inference_on_store_writes_niftis_on_the_source_grid_and_a_collection(tr
         assert set(np.unique(radi.pred[sid].to_numpy())) <= {0, 1, 2}
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_nifti_folder_runs_train_evaluate_inference_with_the_same_configs(synthetic_ct, tmp_path):
     """The command line of the issue, on a NIfTI folder: only the dataset behind the config changes."""
     overrides = {**TINY_TRAIN, "train#trainer#max_epochs": 1, **outputs(tmp_path)}
@@ -157,6 +162,7 @@ def test_nifti_folder_runs_train_evaluate_inference_with_the_same_configs(synthe
         assert np.allclose(pred.affine, source.affine, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_monai_label_overrides_drive_training_without_dataset_dir(store, tmp_path):
     """What MONAI Label's BundleTrainTask sets: datalists, max epochs, handlers, device, bundle_root."""
     parser = ConfigParser()
@@ -194,6 +200,7 @@ def test_train_and_inference_configs_agree_with_metadata():
     assert meta["version"] in meta["changelog"] and meta["schema"].endswith(".json")
 
 
+@pytest.mark.slow
 def test_verify_net_in_out_and_torchscript_export(trained_on_store, tmp_path):
     verify_net_in_out(net_id="network_def", meta_file=METADATA, config_file=INFERENCE, device="cpu", n=2)
     ts_path = tmp_path / "model.ts"

@@ -214,6 +214,7 @@ MID_CHECKPOINT = {"after_return_of": "write_record", "occurrence": 3}
 BEFORE_RENAME = {"after_return_of": "serialization.py:save"}
 
 
+@pytest.mark.slow
 def test_killed_training_leaves_loadable_checkpoints_and_resumes_to_the_end(fork_server, store, tmp_path) -> None:
     """Short version (CI): four kill points, then the command line finishes the training."""
     loop = KillLoop(fork_server, store, tmp_path, max_epochs=3)

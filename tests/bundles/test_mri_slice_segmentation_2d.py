@@ -95,6 +95,7 @@ def store_run(axial_store: str, tmp_path_factory: pytest.TempPathFactory) -> tup
     return run_workflow(wf), root
 
 
+@pytest.mark.slow
 def test_training_from_an_axial_store_reads_single_slices(store_run):
     wf, _ = store_run
     parser = wf.parser
@@ -105,6 +106,7 @@ def test_training_from_an_axial_store_reads_single_slices(store_run):
     assert trainer.amp == torch.cuda.is_available()  # AMP only where a GPU is present
 
 
+@pytest.mark.slow
 def test_checkpoints_best_last_periodic_with_retention_and_the_model(store_run):
     _, root = store_run
     models = root / "models"
@@ -119,6 +121,7 @@ def test_checkpoints_best_last_periodic_with_retention_and_the_model(store_run):
     assert all(torch.equal(model[k], best["model"][k]) for k in model)  # best weights restored at the end
 
 
+@pytest.mark.slow
 def test_validation_recalibrates_batchnorm_before_every_run(store_run):
     wf, _ = store_run
     evaluator = wf.parser.get_parsed_content("validate#evaluator")
@@ -127,6 +130,7 @@ def test_validation_recalibrates_batchnorm_before_every_run(store_run):
     assert evaluator.has_event_handler(handlers[0], Events.STARTED)
 
 
+@pytest.mark.slow
 def test_tensorboard_has_scalars_histograms_and_image_triplets(store_run):
     _, root = store_run
     events = EventAccumulator(str(root / "runs"), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
@@ -144,6 +148,7 @@ def test_tensorboard_has_scalars_histograms_and_image_triplets(store_run):
     assert (image.height, image.width) == (32, 32)
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_the_best_validation_dice(store_run, axial_store):
     _, root = store_run
     wf = run_workflow(workflow([TRAIN, EVALUATE], bundle_root=str(root), dataset_dir=axial_store, **TINY))
@@ -153,6 +158,7 @@ def test_evaluate_reproduces_the_best_validation_dice(store_run, axial_store):
     assert (root / "eval" / "val_mean_dice_raw.csv").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["store", "nifti"])
 def test_inference_writes_3d_segmentations_on_the_source_grid(store_run, source, axial_store, nifti_dir, tmp_path):
     _, root = store_run
@@ -179,6 +185,7 @@ def test_inference_writes_3d_segmentations_on_the_source_grid(store_run, source,
         assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1}
 
 
+@pytest.mark.slow
 def test_training_from_a_nifti_folder_flattens_volume_batches(nifti_dir, tmp_path):
     wf = workflow(TRAIN, bundle_root=str(tmp_path), dataset_dir=nifti_dir, max_epochs=1, **TINY)
     parser = wf.parser
@@ -193,6 +200,7 @@ def test_training_from_a_nifti_folder_flattens_volume_batches(nifti_dir, tmp_pat
     assert (tmp_path / "models" / "model.pt").is_file()
 
 
+@pytest.mark.slow
 def test_training_resumes_from_last_by_one_override(axial_store, tmp_path):
     first = workflow(TRAIN, bundle_root=str(tmp_path), dataset_dir=axial_store, max_epochs=2, **TINY)
 
@@ -310,6 +318,7 @@ def _cli_overrides(overrides: dict) -> list[str]:
     return [item for k, v in overrides.items() for item in (f"--{k}", json.dumps(v))]
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_the_monai_bundle_command_line_trains_with_a_loss_override(nifti_dir, tmp_path):
     proc = _cli(
@@ -333,6 +342,7 @@ def test_the_monai_bundle_command_line_trains_with_a_loss_override(nifti_dir, tm
     assert (tmp_path / "models" / "model.pt").is_file()
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_the_multi_gpu_config_trains_with_two_cpu_processes(axial_store, tmp_path):
     proc = _cli(

@@ -102,6 +102,8 @@ def diffusion_stage(autoencoder_stage, data: PairedTifDataset) -> tuple[Path, Co
     return root, wf, ae_digest
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_autoencoder_stage_trains_through_the_bundle_runner(autoencoder_stage):
     root, log = autoencoder_stage
     models = root / "models"
@@ -114,6 +116,8 @@ def test_autoencoder_stage_trains_through_the_bundle_runner(autoencoder_stage):
     assert any(p.name.startswith("events.out.tfevents") for p in (root / "eval" / "tensorboard").iterdir())
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_autoencoder_checkpoint_loads_into_the_bundle_network(autoencoder_stage):
     root, _ = autoencoder_stage
     wf = _workflow([AE_CONFIG], "train", bundle_root=str(root), dataset_dir=str(root))
@@ -123,6 +127,8 @@ def test_autoencoder_checkpoint_loads_into_the_bundle_network(autoencoder_stage)
     assert reconstruction.shape == (1, 1, 32, 32) and z_mu.shape == (1, 2, 16, 16)
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_diffusion_stage_trains_on_the_frozen_autoencoder_and_keeps_the_scale_factor(diffusion_stage):
     root, wf, ae_digest = diffusion_stage
     assert _digest(root / "models" / "model_autoencoder.pt") == ae_digest
@@ -139,6 +145,8 @@ def test_diffusion_stage_trains_on_the_frozen_autoencoder_and_keeps_the_scale_fa
     assert (samples / "ldm_samples_epoch_0001.png").is_file() and (samples / "ldm_samples_epoch_0002.png").is_file()
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_inference_writes_a_tif_and_png_per_condition_image_at_its_original_size(diffusion_stage, data):
     root, _, _ = diffusion_stage
     out = root / "generated"
@@ -151,6 +159,7 @@ def test_inference_writes_a_tif_and_png_per_condition_image_at_its_original_size
         assert (out / f"{name}.png").is_file()
 
 
+@pytest.mark.slow
 def test_bundle_reads_a_store_made_by_tif_ingest(data, tmp_path):
     from radiobject_adapter.store.tif import ingest_tifs
 

@@ -74,6 +74,7 @@ def _s3(use_s3: S3Server) -> None:
     """Every test here talks to the server, whatever another test configured before."""
 
 
+@pytest.mark.integration
 def test_datastore_lists_serves_versions_and_restores_labels_on_s3(project: S3Project, tmp_path: Path) -> None:
     """list -> image as NIfTI (local cache) -> save two versions -> list -> read back -> restore -> datalist."""
     workspace = tmp_path / "workspace"
@@ -156,6 +157,7 @@ def s3_label_server(
         return label_server_factory(project.store, conf)
 
 
+@pytest.mark.integration
 def test_real_server_over_an_s3_store(project: S3Project, s3_label_server: Any, tmp_path: Path) -> None:
     """Info, image download, infer, label save and its versions, datalist over HTTP."""
     server = s3_label_server
@@ -191,6 +193,8 @@ def test_real_server_over_an_s3_store(project: S3Project, s3_label_server: Any, 
     assert server.network_attempts() == []  # S3 on loopback only: nothing left this machine
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_server_trains_on_the_s3_labels(s3_label_server: Any, tmp_path: Path) -> None:
     """``/train``: MONAI Label's training subprocess (inheriting the server's environment) reads
     the labelled images from S3 and writes a checkpoint."""

@@ -327,6 +327,7 @@ def kill_specs(n: int, per_save: tuple[float, int], seed: int) -> list[dict[str,
     return specs
 
 
+@pytest.mark.slow
 def test_killed_label_saves_lose_nothing_and_a_rerun_saves_the_rest(fork_server, project, tmp_path) -> None:
     """Short version (CI): eight kill points over nine saves, then a rerun."""
     saves = round_robin({("case_002", "final"): 4, ("case_000", "final"): 3, ("case_003", "original"): 2})

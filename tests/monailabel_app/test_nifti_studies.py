@@ -31,6 +31,7 @@ def nifti_studies(project, tmp_path) -> str:
     return str(studies)
 
 
+@pytest.mark.integration
 def test_nifti_folder_serves_infer_and_saves_labels(nifti_studies, label_server_factory, tmp_path):
     server = label_server_factory(
         nifti_studies, {"models": MODEL, "workspace": str(tmp_path / "workspace"), "epistemic": "false"}
@@ -60,6 +61,7 @@ def test_nifti_folder_serves_infer_and_saves_labels(nifti_studies, label_server_
     assert server.network_attempts() == []
 
 
+@pytest.mark.slow
 def test_bundle_trains_from_the_local_datastore_datalist_with_mlflow(nifti_studies, tmp_path):
     """MONAI Label's NIfTI datalist (file paths) through the same bundle training path, tracked in MLflow."""
     bundle = prepare_bundle(find_bundle(MODEL, app_dir=str(tmp_path)), str(tmp_path / "bundles"))

@@ -11,6 +11,7 @@ import time
 
 import nibabel as nib
 import numpy as np
+import pytest
 import requests
 from monailabel.client import MONAILabelClient
 
@@ -46,6 +47,8 @@ def _store_snapshot(store: str) -> dict[tuple[str, str], list[int]]:
     return snap
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_slicer_workflow_infer_save_train_infer_next_sample(store_server, tmp_path):
     """info -> next sample -> infer -> save label -> train one epoch -> infer with the new
     checkpoint -> next sample by model uncertainty, with MONAI Label's own client."""
@@ -143,6 +146,7 @@ def _label_with_cube(shape, corner: int, value: int) -> np.ndarray:
     return label
 
 
+@pytest.mark.integration
 def test_concurrent_saves_are_all_kept_and_the_latest_is_served(store_server, tmp_path):
     """Eight annotators save a label for the same image at once: eight versions, none lost."""
     server, proj = store_server
@@ -203,6 +207,7 @@ def test_concurrent_saves_are_all_kept_and_the_latest_is_served(store_server, tm
     np.testing.assert_array_equal(served, np.asarray(nib.load(files[first["annotator"]]).dataobj))
 
 
+@pytest.mark.integration
 def test_bad_requests_get_clear_4xx_and_change_nothing(store_server, tmp_path):
     server, proj = store_server
     url = server.url
@@ -286,6 +291,7 @@ def test_bad_requests_get_clear_4xx_and_change_nothing(store_server, tmp_path):
     assert requests.get(f"{url}/datastore/label/info", params={"label": image_id, "tag": "final"}).status_code == 404
 
 
+@pytest.mark.integration
 def test_infer_can_keep_its_prediction_as_the_original_label(store_server, tmp_path):
     """``save_label`` in the infer request stores the prediction under tag ``original``, versioned."""
     server, _proj = store_server

@@ -56,7 +56,7 @@ from radiobject_adapter.synthetic import SyntheticDataset
 from radiobject_adapter.testing import S3Server, s3_server
 from radiobject_adapter.testing.faultproxy import FaultProxy
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.integration]
 
 BUCKET = "radiobundles-s3-faults"
 N_SUBJECTS = 2
@@ -202,7 +202,7 @@ def test_reads_during_a_5xx_burst_succeed_after_it(
     assert all(f["request"].split(" ")[1].startswith(f"/{BUCKET}") for f in served["log"]), served["log"]
     if n > SDK_RETRIES + 1:  # more faults than one request's SDK tries: read_box retried the query
         assert stats.queries >= 2, stats.queries
-    assert elapsed < 15, elapsed
+    assert stats.queries <= READ.retries + 1, stats.queries  # bounded: within read_box's retry budget
     TALLY["retried_ok"] += served["faults"]
     print(f"[{status} {code or ''} x{n}] read in {elapsed:.2f} s, {stats.queries} quer(y/ies), {served['log'][:2]}")
 
@@ -217,11 +217,10 @@ def test_reads_after_dropped_connections_succeed(
     n = SDK_RETRIES + 2  # more than one request may fail: Volume.read_box retries the query
     with _served(proxy) as served:
         proxy.drop_next(n, reset=reset)
-        t0 = time.perf_counter()
-        _check_read(vol, reference[subjects[1]])
-        elapsed = time.perf_counter() - t0
+        with TileDBStats() as stats:
+            _check_read(vol, reference[subjects[1]])
     assert served["dropped"] == n and served["left"] == 0, served
-    assert elapsed < 10, elapsed
+    assert stats.queries <= READ.retries + 1, stats.queries  # bounded: within read_box's retry budget
     TALLY["retried_ok"] += served["faults"]
 
 
@@ -235,12 +234,12 @@ def test_a_hung_response_is_cut_by_request_timeout_and_retried(
     vol = _fresh_volume(store, subjects[0])
     with _served(proxy) as served:
         proxy.stall_next(1, seconds=20)
-        t0 = time.perf_counter()
-        _check_read(vol, reference[subjects[0]])
-        elapsed = time.perf_counter() - t0
+        with TileDBStats() as stats:
+            _check_read(vol, reference[subjects[0]])
     assert served["stalled"] == 1 and served["left"] == 0, served
-    held = proxy.stats()["stall_seconds"][-1]
-    assert 0.8 < held < 5 and elapsed < 8, (held, elapsed)
+    held = proxy.stats()["stall_seconds"][-1]  # how long the client waited on the 20 s stall
+    assert 0.8 < held < 5, held
+    assert stats.queries == 1, stats.queries  # the SDK's retry of that one request sufficed
     TALLY["retried_ok"] += served["faults"]
 
 
@@ -258,7 +257,7 @@ def test_an_outage_shorter_than_the_retry_budget_is_bridged(
             _check_read(vol, reference[subjects[1]])
         elapsed = time.perf_counter() - t0
     assert served["down"] >= 1 and proxy.stats()["mode"] == "pass", served
-    assert elapsed < 10, elapsed
+    assert stats.queries <= READ.retries + 1, stats.queries  # bounded: within read_box's retry budget
     TALLY["retried_ok"] += served["faults"]
     print(f"[outage 0.3 s] read in {elapsed:.2f} s after {served['down']} refused requests, {stats.queries} queries")
 
@@ -288,13 +287,13 @@ def test_permanent_outage_raises_an_error_naming_uri_and_cause(
     with _served(proxy) as served:
         proxy.down()
         t0 = time.perf_counter()
-        with pytest.raises(VolumeReadError) as info:
+        with TileDBStats() as stats, pytest.raises(VolumeReadError) as info:
             vol[BOX]
         elapsed = time.perf_counter() - t0
     attempts = READ.retries + 1
     # every attempt of read_box made at least one request, each tried 1 + SDK_RETRIES times
     assert served["down"] >= attempts * (SDK_RETRIES + 1), served
-    assert elapsed < 10, elapsed  # bounded: SDK backoff (0 + 50 ms) x 4 + 0.7 s of pauses
+    assert stats.queries == attempts, stats.queries  # bounded: gives up after its retry budget
     message = str(info.value)
     assert vol.uri in message and f"after {attempts} attempt(s)" in message, message
     assert "S3" in message and ("curl" in message or "Connection reset" in message), message  # the cause

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import tiledb
 
 from radiobject_adapter import RadiObject
@@ -86,6 +87,7 @@ def _split_dataset(tmp_path: Path, n_groups: int, per_group: int):
     return ds, groups
 
 
+@pytest.mark.slow
 def test_four_writers_at_once_store_every_subject_exactly_once(tmp_path: Path) -> None:
     ds, groups = _split_dataset(tmp_path, n_groups=4, per_group=3)
     store = str(tmp_path / "store")
@@ -103,6 +105,7 @@ def test_four_writers_at_once_store_every_subject_exactly_once(tmp_path: Path) -
     assert radi.metadata["subject_count"] == len(ds.subject_ids)
 
 
+@pytest.mark.slow
 def test_four_training_readers_never_see_a_partial_volume_while_a_writer_appends(tmp_path: Path) -> None:
     import json
 

@@ -169,6 +169,7 @@ def _kill_when(store: Path, proc: subprocess.Popen, n_entries: int, timeout: flo
     return False
 
 
+@pytest.mark.slow
 def test_killed_ingest_leaves_a_valid_store_and_rerun_completes_exactly_once(tmp_path: Path) -> None:
     ds = make_ct_dataset(str(tmp_path / "nifti"), n_subjects=6, shape_range=((40, 48), (40, 48), (30, 36)), seed=5)
     store = tmp_path / "store"

@@ -23,6 +23,7 @@ TINY = {
 }
 
 
+@pytest.mark.slow
 def test_two_tiny_trials_report_validation_dice_every_epoch(tiny_axial_store, tmp_path):
     study = run_search(tiny_axial_store, n_trials=2, max_epochs=2, output_dir=str(tmp_path), overrides=TINY, seed=1)
     assert len(study.trials) == 2
