@@ -70,7 +70,10 @@ class TileDBStats:
 
     def __exit__(self, *exc: object) -> None:
         global _active
-        raw = tiledb.stats_dump(json=True, print_out=False)
+        try:
+            raw = tiledb.stats_dump(json=True, print_out=False)
+        except IndexError:  # TileDB-Py 0.36 fails on an empty dump: nothing was read inside the block
+            raw = {}
         data = json.loads(raw) if isinstance(raw, str) else raw
         counters = dict(data.get("counters", {})) if isinstance(data, dict) else {}
         with _lock:

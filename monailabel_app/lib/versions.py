@@ -53,7 +53,6 @@ __all__ = [
     "next_timestamp",
     "read_version",
     "record_metadata",
-    "record_version",
     "write_version",
 ]
 
@@ -152,13 +151,6 @@ def record_metadata(ts: int, record: Mapping[str, Any]) -> dict[str, str]:
     """The metadata entry that records ``record`` for the version at ``ts`` (to write it
     together with the version's voxels, e.g. through ``StoreWriter.write_volume(raw_meta=...)``)."""
     return {_record_key(ts): _record_json(record, ts)}
-
-
-def record_version(uri: str, ts: int, record: Mapping[str, Any]) -> None:
-    """Attach ``record`` to the existing fragment written at ``ts`` (metadata only)."""
-    with tiledb.open(uri, "w", timestamp=ts, ctx=ctx_for_threads()) as arr:
-        arr.meta[_record_key(ts)] = _record_json(record, ts)
-    forget_array(uri)
 
 
 def _begin_version(uri: str, at: int, ts: int, record: Mapping[str, Any]) -> None:

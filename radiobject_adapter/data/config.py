@@ -33,8 +33,10 @@ class DatasetConfig:
             / ``"reflect"`` / ``"minimum"`` (``numpy.pad`` modes). Labels are padded with 0.
         image_dtype: dtype of returned images (``"float32"``, as MONAI's ``LoadImage``);
             ``None`` keeps the stored dtype.
-        modalities: names of the collections to use (informational, seed compatibility).
-        label_column: subject-table / obs column with per-volume labels (classification).
+        modalities: names of the collections a :class:`VolumeCollectionDataset` stacks as
+            channels, in order (``None``: all those given, or all of a ``RadiObject``).
+        label_column: obs / subject-table column with per-volume labels (classification),
+            used by :class:`VolumeCollectionDataset` when no ``labels`` are given.
         seed: seeds the dataset's sampler (else drawn from NumPy's global RNG, so MONAI's
             ``set_determinism`` makes runs reproducible).
         read_threads: threads that read the items of one batch inside each loader process

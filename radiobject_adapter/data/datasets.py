@@ -38,6 +38,7 @@ from radiobject_adapter.data.config import DatasetConfig, LoadingMode
 from radiobject_adapter.data.patches import patch_affine, read_patch, start_around, uniform_start
 from radiobject_adapter.store.collection import VolumeCollection
 from radiobject_adapter.store.foreground import ForegroundIndex, ensure_foreground_index
+from radiobject_adapter.store.radiobject import RadiObject
 from radiobject_adapter.volume import Volume
 
 __all__ = ["LabelSource", "SegmentationDataset", "TileDBDataset", "VolumeCollectionDataset"]
@@ -73,6 +74,11 @@ class TileDBDataset(Dataset, Randomizable):
         foreground_sampling: draw ``PATCH`` centres from the label's foreground index.
         pos / neg: foreground / background odds, as ``RandCropByPosNegLabeld``.
         class_ratios: per-class odds, background first, as ``RandCropByLabelClassesd``.
+        foreground_threshold: with ``foreground_sampling``, the least fraction of labelled
+            voxels a patch drawn around a foreground voxel must hold; one with less is drawn
+            again, up to ``foreground_max_retries`` times, then kept (RadiObject's parameters).
+            Each check reads the label patch. ``None`` (default) keeps the first draw: a patch
+            centred on a foreground voxel always holds foreground.
 
     Example:
         >>> train = RadiObject("store").datalist(image="CT", label="seg", split="train")
@@ -99,6 +105,8 @@ class TileDBDataset(Dataset, Randomizable):
         pos: float = 1.0,
         neg: float = 1.0,
         class_ratios: Sequence[float] | None = None,
+        foreground_threshold: float | None = None,
+        foreground_max_retries: int = 10,
         image_key: str = "image",
         label_key: str = "label",
     ) -> None:
@@ -109,6 +117,12 @@ class TileDBDataset(Dataset, Randomizable):
         self.foreground_sampling = foreground_sampling
         self.pos, self.neg = float(pos), float(neg)
         self.class_ratios = list(class_ratios) if class_ratios is not None else None
+        if foreground_threshold is not None and not 0.0 <= foreground_threshold <= 1.0:
+            raise ValueError(f"foreground_threshold is a fraction in [0, 1], got {foreground_threshold}")
+        if foreground_max_retries < 0:
+            raise ValueError(f"foreground_max_retries must be >= 0, got {foreground_max_retries}")
+        self.foreground_threshold = foreground_threshold
+        self.foreground_max_retries = int(foreground_max_retries)
         self.image_key, self.label_key = image_key, label_key
         if foreground_sampling and self.config.loading_mode is not LoadingMode.PATCH:
             raise ValueError("foreground_sampling needs LoadingMode.PATCH (it chooses patch positions)")
@@ -224,10 +238,19 @@ class TileDBDataset(Dataset, Randomizable):
         """Where the next patch of this record starts (random; label-driven if asked)."""
         rec = self.records[rec_index]
         shape, size = rec["images"][0].shape[:3], self.config.patch_size
-        if self.foreground_sampling:
-            center, _ = self.foreground_index(rec_index).sample_center(self.R, self.pos, self.neg, self.class_ratios)
-            return start_around(center, shape, size)
-        return uniform_start(self.R, shape, size)
+        if not self.foreground_sampling:
+            return uniform_start(self.R, shape, size)
+        index = self.foreground_index(rec_index)
+        for _ in range(self.foreground_max_retries + 1):
+            center, drawn_class = index.sample_center(self.R, self.pos, self.neg, self.class_ratios)
+            start = start_around(center, shape, size)
+            # background draws are meant to be background; the threshold judges foreground draws
+            if not self.foreground_threshold or drawn_class == 0:
+                break
+            label = read_patch(rec["label"], start, size, "constant", 0)
+            if np.count_nonzero(label) >= self.foreground_threshold * label.size:
+                break
+        return start
 
     def _meta(self, vol: Volume, affine: np.ndarray, spatial_shape: Sequence[int]) -> dict[str, Any]:
         return {
@@ -294,20 +317,48 @@ class TileDBDataset(Dataset, Randomizable):
         return None
 
 
+def _chosen_collections(collections: Any, modalities: Sequence[str] | None) -> list[VolumeCollection]:
+    """The collections a :class:`VolumeCollectionDataset` stacks (see its ``collections``)."""
+    if isinstance(collections, RadiObject):
+        names = list(modalities) if modalities is not None else list(collections.collection_names)
+        unknown = [n for n in names if n not in collections.collection_names]
+        if unknown:
+            raise ValueError(
+                f"modalities {unknown} are not collections of {collections.uri}; "
+                f"it has {list(collections.collection_names)}"
+            )
+        return [collections.collection(n) for n in names]
+    cols = [collections] if isinstance(collections, VolumeCollection) else list(collections)
+    if modalities is not None:
+        by_name = {c.name: c for c in cols}
+        unknown = [n for n in modalities if n not in by_name]
+        if unknown:
+            raise ValueError(f"modalities {unknown} are not among the given collections {list(by_name)}")
+        cols = [by_name[n] for n in modalities]
+    if not cols:
+        raise ValueError("give at least one collection")
+    return cols
+
+
 class VolumeCollectionDataset(TileDBDataset):
     """Volumes of one or more collections (stacked as channels), with optional class labels.
 
     Args:
-        collections: a :class:`VolumeCollection` or several (same subjects and shapes).
+        collections: a :class:`VolumeCollection` or several (same subjects and shapes), or a
+            :class:`~radiobject_adapter.RadiObject`: its collections named in
+            ``config.modalities`` (all of them when ``None``), as RadiObject's own dataset does.
+            Given collections with ``config.modalities`` set, those named are used, in that order.
         config: :class:`DatasetConfig`.
         labels: per-volume targets: a column of the collection's ``obs`` or of the subject
             table, a DataFrame (``obs_id`` or ``obs_subject_id`` column/index plus one value
             column), a dict keyed by obs_id or subject id, or a callable ``obs_id -> label``.
+            ``None`` takes ``config.label_column`` (a column name) if set.
         transform: MONAI dict transform applied to each item.
 
     Example:
         >>> radi = RadiObject("store")
         >>> ds = VolumeCollectionDataset([radi.T1w, radi.FLAIR], labels="diagnosis")
+        >>> ds = VolumeCollectionDataset(radi, DatasetConfig(modalities=["T1w", "FLAIR"], label_column="diagnosis"))
     """
 
     def __init__(
@@ -318,9 +369,10 @@ class VolumeCollectionDataset(TileDBDataset):
         transform: Transform = None,
         **kwargs: Any,
     ) -> None:
-        cols = [collections] if isinstance(collections, VolumeCollection) else list(collections)
-        if not cols:
-            raise ValueError("give at least one collection")
+        config = config or DatasetConfig()
+        cols = _chosen_collections(collections, config.modalities)
+        if labels is None:
+            labels = config.label_column
         subjects = [s for s in cols[0].subject_ids if all(s in c.subject_ids for c in cols[1:])]
         missing = sorted(set().union(*(set(c.subject_ids) for c in cols)) - set(subjects))
         if missing:
@@ -344,8 +396,6 @@ class VolumeCollectionDataset(TileDBDataset):
             obs = self.collections[0].obs.set_index("obs_id")
             if labels in obs.columns:
                 return [obs.at[o, labels] for o in obs_ids]
-            from radiobject_adapter.store.radiobject import RadiObject
-
             root = self.collections[0].uri.rsplit("/collections/", 1)[0]
             table = RadiObject(root).obs_meta.set_index("obs_subject_id")
             if labels not in table.columns:
@@ -388,8 +438,8 @@ class SegmentationDataset(TileDBDataset):
         config: :class:`DatasetConfig`.
         foreground_sampling: centre ``PATCH`` items on voxels drawn from the foreground
             index with odds ``pos``:``neg`` (or per-class ``class_ratios``), reading only
-            the patch. ``foreground_threshold`` / ``foreground_max_retries`` (seed API) are
-            accepted and unused: index-based sampling needs no retries.
+            the patch; ``foreground_threshold`` / ``foreground_max_retries`` as in
+            :class:`TileDBDataset`.
 
     Example:
         >>> radi = RadiObject("store")
@@ -404,8 +454,6 @@ class SegmentationDataset(TileDBDataset):
         config: DatasetConfig | None = None,
         transform: Transform = None,
         foreground_sampling: bool = False,
-        foreground_threshold: float | None = None,
-        foreground_max_retries: int | None = None,
         **kwargs: Any,
     ) -> None:
         cols = [image] if isinstance(image, VolumeCollection) else list(image)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from monai.data import DataLoader
 from torch.utils.data import Dataset
 from torch.utils.data.distributed import DistributedSampler
@@ -70,8 +71,19 @@ def make_dataloader(
     )
 
 
+def _seeded(seed: int | None) -> dict[str, Any]:
+    # MONAI's DataLoader reseeds the dataset from the loader's generator (num_workers=0) and
+    # each worker from its base seed: a seeded generator makes positions, transforms and
+    # shuffle order repeat; None leaves torch's global RNG in charge (set_determinism)
+    return {} if seed is None else {"generator": torch.Generator().manual_seed(int(seed))}
+
+
 def _config(
-    patch_size: Sequence[int] | None, patches_per_volume: int, mode: LoadingMode | None, read_threads: int = 2
+    patch_size: Sequence[int] | None,
+    patches_per_volume: int,
+    mode: LoadingMode | None,
+    read_threads: int = 2,
+    seed: int | None = None,
 ) -> DatasetConfig:
     if mode is None:
         mode = LoadingMode.PATCH if patch_size is not None else LoadingMode.FULL_VOLUME
@@ -80,6 +92,7 @@ def _config(
         patch_size=tuple(patch_size) if patch_size is not None else None,
         patches_per_volume=patches_per_volume,
         read_threads=read_threads,
+        seed=seed,
     )
 
 
@@ -95,18 +108,21 @@ def create_training_dataloader(
     patches_per_volume: int = 1,
     distributed: bool = False,
     loading_mode: LoadingMode | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     read_threads: int = 2,
 ) -> DataLoader:
     """Shuffled loader of whole volumes, or of random patches when ``patch_size`` is given
-    (``read_threads``: see :class:`DatasetConfig`)."""
+    (``read_threads``: see :class:`DatasetConfig`). ``seed`` makes patch positions, random
+    transforms and the order repeat, and seeds the ``DistributedSampler`` (0 when ``None``)."""
     ds = VolumeCollectionDataset(
         collections,
-        _config(patch_size, patches_per_volume, loading_mode, read_threads),
+        _config(patch_size, patches_per_volume, loading_mode, read_threads, seed),
         labels=labels,
         transform=transform,
     )
-    return make_dataloader(ds, batch_size, True, num_workers, pin_memory, persistent_workers, distributed, seed)
+    return make_dataloader(
+        ds, batch_size, True, num_workers, pin_memory, persistent_workers, distributed, seed or 0, **_seeded(seed)
+    )
 
 
 def create_validation_dataloader(
@@ -149,6 +165,8 @@ def create_segmentation_dataloader(
     image_transform: Transform = None,
     spatial_transform: Transform = None,
     foreground_sampling: bool = False,
+    foreground_threshold: float | None = None,
+    foreground_max_retries: int = 10,
     pos: float = 1.0,
     neg: float = 1.0,
     class_ratios: Sequence[float] | None = None,
@@ -156,23 +174,26 @@ def create_segmentation_dataloader(
     distributed: bool = False,
     shuffle: bool = True,
     loading_mode: LoadingMode | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     read_threads: int = 2,
-    **compat: Any,
 ) -> DataLoader:
     """Image + label loader; ``foreground_sampling`` draws patch centres from the index
-    (``read_threads``: see :class:`DatasetConfig`)."""
+    (``foreground_threshold``/``foreground_max_retries``: see :class:`TileDBDataset`;
+    ``read_threads``: see :class:`DatasetConfig`; ``seed``: see :func:`create_training_dataloader`)."""
     ds = SegmentationDataset(
         image,
         mask,
-        _config(patch_size, patches_per_volume, loading_mode, read_threads),
+        _config(patch_size, patches_per_volume, loading_mode, read_threads, seed),
         transform=transform,
         image_transform=image_transform,
         spatial_transform=spatial_transform,
         foreground_sampling=foreground_sampling,
+        foreground_threshold=foreground_threshold,
+        foreground_max_retries=foreground_max_retries,
         pos=pos,
         neg=neg,
         class_ratios=class_ratios,
-        **compat,
     )
-    return make_dataloader(ds, batch_size, shuffle, num_workers, pin_memory, persistent_workers, distributed, seed)
+    return make_dataloader(
+        ds, batch_size, shuffle, num_workers, pin_memory, persistent_workers, distributed, seed or 0, **_seeded(seed)
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["SUPPORTED_SUFFIXES", "discover_files", "strip_suffix", "subject_id_from_path"]
@@ -86,10 +86,3 @@ def discover_files(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> lis
     if not files:
         raise FileNotFoundError(f"{text!r} matched no image files ({', '.join(SUPPORTED_SUFFIXES)})")
     return files
-
-
-def unique(items: Iterable[str]) -> list[str]:
-    seen: dict[str, None] = {}
-    for item in items:
-        seen.setdefault(item, None)
-    return list(seen)

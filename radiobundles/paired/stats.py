@@ -12,7 +12,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -47,9 +47,6 @@ class DatasetStatistics:
     def train_fraction(self) -> float:
         total = self.n_train + self.n_val
         return self.n_train / total if total else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "train_fraction": self.train_fraction}
 
     def format(self) -> str:
         lines = [

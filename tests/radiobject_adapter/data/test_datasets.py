@@ -65,6 +65,30 @@ def test_missing_label_column_names_what_exists(ct_store: str) -> None:
         VolumeCollectionDataset(RadiObject(ct_store).CT, labels="grade")
 
 
+def test_config_modalities_choose_and_order_the_channels(ct_store: str) -> None:
+    radi = RadiObject(ct_store)
+    both = VolumeCollectionDataset(radi, DatasetConfig(modalities=["seg", "CT"]))
+    item = both[0]
+    assert item["image"].shape[0] == 2
+    assert torch.equal(item["image"][0], torch.from_numpy(radi.seg.iloc[0].to_numpy().astype(np.float32)))
+    assert torch.equal(item["image"][1], torch.from_numpy(radi.CT.iloc[0].to_numpy().astype(np.float32)))
+    chosen = VolumeCollectionDataset([radi.CT, radi.seg], DatasetConfig(modalities=["CT"]))
+    assert chosen[0]["image"].shape[0] == 1 and [c.name for c in chosen.collections] == ["CT"]
+    every = VolumeCollectionDataset(radi)
+    assert [c.name for c in every.collections] == list(radi.collection_names)
+    with pytest.raises(ValueError, match=r"modalities \['T2'\] are not collections"):
+        VolumeCollectionDataset(radi, DatasetConfig(modalities=["T2"]))
+
+
+def test_config_label_column_gives_class_labels_when_none_are_passed(ct_store: str) -> None:
+    radi = RadiObject(ct_store)
+    ds = VolumeCollectionDataset(radi, DatasetConfig(modalities=["CT"], label_column="diagnosis"))
+    table = radi.obs_meta.set_index("obs_subject_id")["diagnosis"]
+    assert [ds[i]["label"] for i in range(len(ds))] == [table[s] for s in radi.CT.subject_ids]
+    explicit = VolumeCollectionDataset(radi.CT, DatasetConfig(label_column="diagnosis"), labels=lambda o: 7)
+    assert explicit[0]["label"] == 7  # labels given win over the config's column
+
+
 @pytest.mark.parametrize(("axis", "plane"), [(0, "sagittal"), (1, "coronal"), (2, "axial")])
 def test_slice_mode_yields_every_slice_of_every_volume_on_each_plane(ct_store: str, axis: int, plane: str) -> None:
     radi = RadiObject(ct_store)

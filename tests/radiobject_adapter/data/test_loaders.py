@@ -133,3 +133,17 @@ def test_read_threads_do_not_replace_the_distributed_sampler(ct_store: str) -> N
     assert isinstance(loader.sampler, DistributedSampler)
     batch = next(iter(loader))
     assert batch["image"].shape == (2, 1, 8, 8, 8) and batch["label"].shape == (2, 1, 8, 8, 8)
+
+
+def test_factory_seed_fixes_patch_positions(ct_store: str) -> None:
+    radi = RadiObject(ct_store)
+
+    def starts(seed: int) -> list[list[int]]:
+        loader = create_segmentation_dataloader(
+            radi.CT, radi.seg, patch_size=(8, 8, 8), batch_size=6, num_workers=0, pin_memory=False,
+            shuffle=False, seed=seed, patches_per_volume=2,
+        )  # fmt: skip
+        return [s for batch in loader for s in batch["patch_start"].tolist()]
+
+    assert starts(5) == starts(5)
+    assert starts(5) != starts(6)

@@ -101,6 +101,54 @@ def test_a_two_voxel_structure_is_found_every_time(sparse_store: str) -> None:
         assert (ds[a]["label"] == 2).sum() == 2
 
 
+def _threshold_dataset(radi: RadiObject, **kwargs) -> SegmentationDataset:
+    return SegmentationDataset(
+        radi.img,
+        radi.seg,
+        DatasetConfig(loading_mode="patch", patch_size=(8, 8, 8), seed=4),
+        foreground_sampling=True,
+        neg=0,
+        **kwargs,
+    )
+
+
+def test_foreground_threshold_redraws_patches_with_too_little_foreground(sparse_store: str) -> None:
+    # subject a: a 27-voxel blob (>= 5% of an 8³ patch around it) and a 2-voxel speck (0.4%),
+    # drawn 27:2; a threshold of 3% sends speck draws back for another draw
+    radi = RadiObject(sparse_store)
+    a = radi.seg.subject_ids.index("a")
+
+    def fractions(ds: SegmentationDataset) -> list[float]:
+        return [float((ds[a]["label"] > 0).float().mean()) for _ in range(120)]
+
+    plain = fractions(_threshold_dataset(radi))
+    assert min(plain) < 0.03  # without a threshold some patches hold only the speck
+    kept = fractions(_threshold_dataset(radi, foreground_threshold=0.03, foreground_max_retries=10))
+    assert min(kept) >= 0.03
+
+
+def test_foreground_threshold_gives_up_after_max_retries_reading_one_label_patch_per_try(sparse_store: str) -> None:
+    radi = RadiObject(sparse_store)
+    a = radi.seg.subject_ids.index("a")
+    only_speck = {"class_ratios": [0, 0, 1], "foreground_threshold": 0.03, "foreground_max_retries": 3}
+    ds = _threshold_dataset(radi, **only_speck)
+    ds.foreground_index(a)  # built (or read) before counting
+    with TileDBStats() as stats:
+        start = ds.patch_start(a)
+    assert stats.queries == 3 + 1  # first draw and 3 retries, each checking its label patch
+    patch = ds.load_sample(a, 0, start)["label"]
+    assert int((patch == 2).sum()) == 2  # no patch reaches 3%: the last draw is kept
+    with TileDBStats() as stats:
+        _threshold_dataset(radi, class_ratios=[0, 0, 1]).patch_start(a)
+    assert stats.queries == 0  # without a threshold, positions come from the index alone
+
+
+def test_foreground_threshold_outside_zero_to_one_is_a_clear_error(sparse_store: str) -> None:
+    radi = RadiObject(sparse_store)
+    with pytest.raises(ValueError, match="fraction in"):
+        _threshold_dataset(radi, foreground_threshold=5)
+
+
 def test_foreground_sampling_reads_no_more_than_random_patches(sparse_store: str) -> None:
     radi = RadiObject(sparse_store)
     cfg = DatasetConfig(loading_mode="patch", patch_size=(16, 16, 16), seed=2)
