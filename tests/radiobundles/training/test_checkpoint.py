@@ -93,6 +93,7 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_and_no_partial_file
     assert _load(tmp_path / "best.pt")["metric"] == 0.5
 
 
+@pytest.mark.slow  # a kill test: a new interpreter that imports torch
 def test_a_killed_process_never_leaves_a_partial_checkpoint(tmp_path):
     target = tmp_path / "last.pt"
     script = textwrap.dedent(
