@@ -4,7 +4,7 @@ The bundle ``bundles/paired_latent_diffusion_2d`` references these modules by do
 
 * :mod:`.data` — ``create_vae_dataloaders`` / ``create_ldm_dataloaders`` over TIF folders or a store
 * :mod:`.pairing` — matching target and condition images by name, reporting the unpaired
-* :mod:`.transforms` — ``LocalNormalizeByMask(d)``, ``DictToTuple``, the preprocessing pipeline
+* :mod:`.transforms` — the preprocessing pipeline (MONAI transforms), ``DictToTuple``
 * :mod:`.engines` — iteration steps for MONAI's trainer / evaluator (VAE-GAN, latent diffusion)
 * :mod:`.latent` — latent scale factor, condition encoding, frozen checkpoints
 * :mod:`.losses`, :mod:`.metrics`, :mod:`.handlers`, :mod:`.io`, :mod:`.stats`, :mod:`.synthetic`
@@ -39,7 +39,7 @@ from radiobundles.paired.metrics import TargetRangePSNRMetric, TargetRangeSSIMMe
 from radiobundles.paired.pairing import ImageSource, PairingReport, UnpairedImagesError, open_source, pair_sources
 from radiobundles.paired.stats import DatasetStatistics, dataset_statistics
 from radiobundles.paired.synthetic import PairedTifDataset, make_paired_tifs
-from radiobundles.paired.transforms import DictToTuple, LocalNormalizeByMask, LocalNormalizeByMaskd, paired_transforms
+from radiobundles.paired.transforms import DictToTuple, paired_transforms
 
 __all__ = [
     "AutoencoderKLEvalStep",
@@ -52,8 +52,6 @@ __all__ = [
     "LatentDiffusionSampleStep",
     "LatentDiffusionTrainStep",
     "LatentScale",
-    "LocalNormalizeByMask",
-    "LocalNormalizeByMaskd",
     "PairedTifDataset",
     "PairingReport",
     "SampleGridSaver",

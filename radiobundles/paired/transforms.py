@@ -1,8 +1,10 @@
-"""Preprocessing of paired 2D slices: masked local normalisation, dict-to-tuple, pipelines.
+"""Preprocessing of paired 2D slices: the pipeline (masked local normalisation included), dict-to-tuple.
 
 The pipeline is MONAI's own transforms end to end: ``LoadImaged`` (TIF via
 :class:`~radiobundles.paired.io.TifReader`, store via ``radiobject_adapter.TileDBReader``),
-channel first, :class:`LocalNormalizeByMaskd`, ``Resized`` to the patch size, optional
+channel first, ``NormalizeIntensityd(nonzero=True, channel_wise=True)`` (each channel z-scored
+with the statistics of its non-zero pixels: background stays exactly 0, a constant or empty
+image gives zeros, never NaN), ``Resized`` to the patch size, optional
 ``RandAffined`` (dictionary transforms draw one set of random parameters per call, so both
 images of a pair move together), float32.
 
@@ -24,12 +26,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.config import DtypeLike, KeysCollection
+from monai.config import KeysCollection
 from monai.transforms import (
     Compose,
     EnsureTyped,
     LoadImaged,
-    NormalizeIntensity,
     NormalizeIntensityd,
     RandAffined,
     Resized,
@@ -42,45 +43,11 @@ __all__ = [
     "STORE_READER",
     "TIF_READER",
     "DictToTuple",
-    "LocalNormalizeByMask",
-    "LocalNormalizeByMaskd",
     "paired_transforms",
 ]
 
 TIF_READER = "radiobundles.paired.io.TifReader"
 STORE_READER = "radiobject_adapter.TileDBReader"
-
-
-class LocalNormalizeByMask(NormalizeIntensity):
-    """Z-score each channel with the mean and std of its non-zero pixels only.
-
-    Background (exactly zero) stays exactly zero, so the statistics describe the anatomy,
-    not how much air surrounds it. A constant image maps to zeros (std 0 is treated as 1)
-    and an empty image is returned unchanged: neither produces NaN.
-
-    This is MONAI's ``NormalizeIntensity(nonzero=True, channel_wise=True)`` under a name
-    that says what it does; the tests pin the behaviour.
-
-    Example:
-        >>> out = LocalNormalizeByMask()(torch.tensor([[[0.0, 2.0], [4.0, 0.0]]]))
-        >>> out.tolist()
-        [[[0.0, -1.0], [1.0, 0.0]]]
-    """
-
-    def __init__(self, dtype: DtypeLike = np.float32) -> None:
-        super().__init__(nonzero=True, channel_wise=True, dtype=dtype)
-
-
-class LocalNormalizeByMaskd(NormalizeIntensityd):
-    """Dictionary version of :class:`LocalNormalizeByMask`.
-
-    Example:
-        >>> LocalNormalizeByMaskd(keys=["target", "condition"])(pair)
-    """
-
-    def __init__(self, keys: KeysCollection, dtype: DtypeLike = np.float32, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, nonzero=True, channel_wise=True, dtype=dtype, allow_missing_keys=allow_missing_keys)
-        self.normalizer = LocalNormalizeByMask(dtype=dtype)
 
 
 class DictToTuple(Transform):
@@ -130,7 +97,8 @@ def paired_transforms(
     steps: list[Any] = [LoadImaged(keys, reader=reader, image_only=True, ensure_channel_first=True, expanduser=False)]
     if reader == STORE_READER:
         steps.append(SqueezeDimd(keys, dim=3))  # store volumes are (H, W, 1)
-    steps.append(LocalNormalizeByMaskd(keys))
+    # masked local normalisation: statistics of the anatomy, not of the air around it
+    steps.append(NormalizeIntensityd(keys, nonzero=True, channel_wise=True, dtype=np.float32))
     steps.append(Resized(keys, spatial_size=size, mode="bilinear", anti_aliasing=True))
     if augment:
         steps.append(

@@ -5,16 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from monai.transforms import NormalizeIntensity
+from monai.transforms import NormalizeIntensity, NormalizeIntensityd
 
 from radiobundles.paired.io import TifReader
 from radiobundles.paired.transforms import (
     STORE_READER,
     DictToTuple,
-    LocalNormalizeByMask,
-    LocalNormalizeByMaskd,
     paired_transforms,
 )
+
+
+def masked_normalize() -> NormalizeIntensity:
+    """What the pipeline normalises with (pinned by test_the_pipeline_normalises_with_...)."""
+    return NormalizeIntensity(nonzero=True, channel_wise=True, dtype=np.float32)
+
+
+def masked_normalize_dict(keys: list[str]) -> NormalizeIntensityd:
+    return NormalizeIntensityd(keys, nonzero=True, channel_wise=True, dtype=np.float32)
 
 
 def _image_with_background() -> torch.Tensor:
@@ -25,7 +32,7 @@ def _image_with_background() -> torch.Tensor:
 
 def test_background_stays_exactly_zero_and_foreground_is_z_scored():
     image = _image_with_background()
-    out = LocalNormalizeByMask()(image)
+    out = masked_normalize()(image)
     foreground = image != 0
     assert torch.all(out[~foreground] == 0)
     assert out[foreground].mean().abs() < 1e-5
@@ -35,20 +42,24 @@ def test_background_stays_exactly_zero_and_foreground_is_z_scored():
 
 def test_statistics_ignore_background_unlike_plain_z_scoring():
     image = _image_with_background()
-    masked = LocalNormalizeByMask()(image)
+    masked = masked_normalize()(image)
     plain = NormalizeIntensity()(image)
     assert not torch.allclose(masked, plain)
 
 
-def test_it_is_monais_nonzero_channel_wise_normalisation():
+def test_the_pipeline_normalises_with_monais_nonzero_channel_wise_normalisation():
+    steps = [t for t in paired_transforms(["target"], patch_size=8).transforms if isinstance(t, NormalizeIntensityd)]
+    assert len(steps) == 1
+    normalizer = steps[0].normalizer
+    assert normalizer.nonzero and normalizer.channel_wise and normalizer.dtype == np.float32
     image = torch.rand(2, 8, 8) * (torch.rand(2, 8, 8) > 0.4)
     expected = NormalizeIntensity(nonzero=True, channel_wise=True)(image.clone())
-    torch.testing.assert_close(LocalNormalizeByMask()(image.clone()), expected)
+    torch.testing.assert_close(normalizer(image.clone()), expected)
 
 
 @pytest.mark.parametrize("image", [torch.full((1, 6, 6), 7.0), torch.zeros(1, 6, 6)], ids=["constant", "empty"])
 def test_constant_or_empty_image_gives_finite_zeros(image):
-    out = LocalNormalizeByMask()(image)
+    out = masked_normalize()(image)
     assert torch.isfinite(out).all()
     assert torch.all(out == 0)
 
@@ -58,7 +69,7 @@ def test_dict_version_normalises_each_key_with_its_own_statistics():
         "target": _image_with_background(),
         "condition": _image_with_background() * 3 + (_image_with_background() != 0) * 50,
     }
-    out = LocalNormalizeByMaskd(["target", "condition"])(pair)
+    out = masked_normalize_dict(["target", "condition"])(pair)
     torch.testing.assert_close(out["target"], out["condition"], atol=1e-5, rtol=1e-5)
 
 
