@@ -132,10 +132,14 @@ def _load(item: Any) -> np.ndarray:
 
 
 def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    # nan where the reference lacks the class, as the bundle's metrics (MONAI's ignore_empty)
-    if not ref.any():
-        return float("nan")
-    return float(2.0 * np.logical_and(pred, ref).sum() / (pred.sum() + ref.sum()))
+    # MONAI's Dice, as the bundle's metrics: nan where the reference lacks the class (ignore_empty)
+    import torch
+    from monai.metrics import compute_dice
+
+    def channel(mask: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
+
+    return float(compute_dice(channel(pred), channel(ref), include_background=True, ignore_empty=True)[0, 0])
 
 
 def dice_per_class(pairs: Mapping[str, tuple[Any, Any]], num_classes: int) -> dict[str, list[float]]:
