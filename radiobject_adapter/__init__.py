@@ -50,6 +50,7 @@ _HOMES: dict[str, str] = {
     "subject_id_from_path": "radiobject_adapter.store.naming",
     "RadiObject": "radiobject_adapter.store.radiobject",
     "StoreNotFoundError": "radiobject_adapter.store.radiobject",
+    "is_store": "radiobject_adapter.store.radiobject",
     "split_subjects": "radiobject_adapter.store.radiobject",
     "ingest_tifs": "radiobject_adapter.store.tif",
     "Volume": "radiobject_adapter.volume",
@@ -84,7 +85,7 @@ if TYPE_CHECKING:  # static tools see the names; the interpreter imports them on
     from radiobject_adapter.store.ingest import IngestError, IngestReport, ingest_niftis
     from radiobject_adapter.store.layout import FORMAT_VERSION, FormatVersionError, Tiling
     from radiobject_adapter.store.naming import subject_id_from_path
-    from radiobject_adapter.store.radiobject import RadiObject, StoreNotFoundError, split_subjects
+    from radiobject_adapter.store.radiobject import RadiObject, StoreNotFoundError, is_store, split_subjects
     from radiobject_adapter.store.tif import ingest_tifs
     from radiobject_adapter.volume import Volume, VolumeReadError
 
@@ -142,6 +143,7 @@ __all__ = [
     "ctx_for_threads",
     "ingest_niftis",
     "ingest_tifs",
+    "is_store",
     "parse_address",
     "resolve_volume",
     "split_subjects",

@@ -20,7 +20,7 @@ import tiledb
 
 from radiobject_adapter.config import current_settings, forget_array, open_array
 from radiobject_adapter.stats import count_query
-from radiobject_adapter.store.layout import VOXELS, affine_from_json
+from radiobject_adapter.store.layout import VOXELS, affine_from_json, affine_spacing
 
 # TileDB-Py's low-level bindings (underscore methods, pinned tiledb<0.37); if a future version
 # lacks them, reads fall back to ``arr.query(...)[...]``.
@@ -153,7 +153,7 @@ class Volume:
     @property
     def spacing(self) -> tuple[float, ...]:
         """Voxel size along x, y, z (norms of the affine's columns)."""
-        return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+        return affine_spacing(self.affine)
 
     @property
     def source_path(self) -> str | None:

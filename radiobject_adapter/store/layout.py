@@ -28,6 +28,7 @@ __all__ = [
     "VOXELS",
     "FormatVersionError",
     "Tiling",
+    "affine_spacing",
     "collection_uri",
     "compression_filters",
     "create_volume_schema",
@@ -196,3 +197,17 @@ def affine_to_json(affine: np.ndarray) -> str:
 
 def affine_from_json(text: str) -> np.ndarray:
     return np.asarray(json.loads(text), dtype=np.float64)
+
+
+def affine_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel spacing (mm) of a 4x4 affine: the lengths of its first three columns.
+
+    The same numbers as MONAI's ``monai.data.utils.affine_to_spacing`` (which the core does not
+    import, to stay free of torch).
+
+    Example:
+        >>> affine_spacing(np.diag([0.8, 0.8, 2.0, 1.0]))
+        (0.8, 0.8, 2.0)
+    """
+    columns = np.asarray(affine, dtype=np.float64)[:3, :3]
+    return tuple(float(s) for s in np.sqrt((columns**2).sum(axis=0)))  # type: ignore[return-value]

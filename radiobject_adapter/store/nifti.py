@@ -11,7 +11,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from radiobject_adapter.store.layout import affine_to_json
+from radiobject_adapter.store.layout import affine_spacing, affine_to_json
 
 __all__ = ["LoadedVolume", "load_nifti"]
 
@@ -72,7 +72,7 @@ class LoadedVolume:
     def obs_row(self, series_type: str) -> dict[str, Any]:
         """The collection ``obs`` row (radiobject's NIfTI columns)."""
         slope, inter = self._scl()
-        spacing = tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+        spacing = affine_spacing(self.affine)
         units = int(self.header["xyzt_units"])
         return {
             "series_type": series_type,

@@ -27,11 +27,32 @@ from radiobject_adapter.store.dataframe import read_dataframe
 from radiobject_adapter.store.layout import collection_uri, drop_torn_fragments, join_uri, read_format_version
 from radiobject_adapter.store.lease import WriterLease
 
-__all__ = ["RadiObject", "StoreNotFoundError", "split_subjects"]
+__all__ = ["RadiObject", "StoreNotFoundError", "is_store", "split_subjects"]
 
 
 class StoreNotFoundError(FileNotFoundError):
     """The URI does not hold a radiobundles / RadiObject store."""
+
+
+def is_store(uri: str) -> bool:
+    """True when ``uri`` is a store: a TileDB group holding a ``collections`` group.
+
+    The one answer to "store or folder of files?" (bundles' ``dataset_dir``, MONAI Label's
+    studies, paired image sources). A missing path, a plain folder or an unreachable URI is
+    not a store; :class:`RadiObject` says why when it is opened.
+
+    Example:
+        >>> is_store("ct_store"), is_store("imagesTr/")
+        (True, False)
+    """
+    uri = str(uri).rstrip("/")
+    ctx = ctx_for_threads()
+    try:
+        if tiledb.object_type(uri, ctx=ctx) != "group":
+            return False
+        return tiledb.object_type(join_uri(uri, "collections"), ctx=ctx) == "group"
+    except tiledb.TileDBError:
+        return False
 
 
 def split_subjects(subject_ids: Iterable[str], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[str], list[str]]:

@@ -22,10 +22,9 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import tiledb
-
 from radiobject_adapter.address import volume_address
 from radiobject_adapter.store.naming import strip_suffix
+from radiobject_adapter.store.radiobject import is_store
 from radiobject_adapter.store.tif import TIF_SUFFIXES
 from radiobundles.paired.transforms import STORE_READER, TIF_READER
 
@@ -36,14 +35,6 @@ logger = logging.getLogger(__name__)
 
 class UnpairedImagesError(ValueError):
     """Some names exist in one folder (or collection) and not in the other."""
-
-
-def is_store(uri: str) -> bool:
-    """True when ``uri`` is a radiobundles / RadiObject store (a TileDB group with collections)."""
-    try:
-        return tiledb.object_type(str(uri).rstrip("/")) == "group"
-    except tiledb.TileDBError:
-        return False
 
 
 @dataclass(frozen=True)

@@ -77,3 +77,16 @@ def test_permanent_read_failure_names_the_volume_and_the_cause(ct_store: str, tm
             vol[0:4, 0:4, 0:4]
     finally:
         configure(read=old)
+
+
+def test_affine_spacing_equals_monais_affine_to_spacing_for_oblique_affines() -> None:
+    from monai.data.utils import affine_to_spacing
+
+    from radiobject_adapter.store.layout import affine_spacing
+    from radiobject_adapter.synthetic import random_affine
+
+    rng = np.random.default_rng(0)
+    for spacing in ((0.7, 0.9, 2.5), (1.0, 1.0, 1.0), (3.0, 0.5, 1.2)):
+        affine = random_affine(spacing, rng, oblique=True)
+        np.testing.assert_allclose(affine_spacing(affine), affine_to_spacing(affine, r=3), rtol=1e-12)
+        np.testing.assert_allclose(affine_spacing(affine), spacing, rtol=1e-9)

@@ -80,3 +80,16 @@ def test_local_store_uri_is_made_absolute_for_datalists(ct_store: str, monkeypat
     assert radi.uri == ct_store
     assert radi.datalist(image="CT")[0]["image"].startswith(ct_store + "#")
     assert np.all(radi.CT.iloc[0].shape)
+
+
+def test_is_store_tells_stores_from_folders_groups_and_missing_paths(ct_store: str, synthetic_ct, tmp_path) -> None:
+    import tiledb
+
+    from radiobject_adapter import is_store
+
+    bare_group = str(tmp_path / "group")
+    tiledb.group_create(bare_group)
+    assert is_store(ct_store) and is_store(ct_store + "/")
+    assert not is_store(synthetic_ct.images_dir)  # a folder of NIfTI files
+    assert not is_store(bare_group)  # a TileDB group, but no collections
+    assert not is_store(str(tmp_path / "missing"))
