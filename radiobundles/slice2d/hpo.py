@@ -2,7 +2,8 @@
 
 Each trial runs the bundle's own ``train.json`` (``initialize`` / ``run`` / ``finalize``) with
 sampled overrides, reports the validation mean Dice after every epoch (``trial.report``) and
-is pruned by Optuna's median rule when it falls behind. The search space:
+is pruned by Optuna's median rule when it falls behind. The search space, declared in
+``configs/hpo/mri_slice_segmentation_2d.yaml``:
 
 ============== ============================================= ==================================
 parameter      range                                         bundle override
@@ -39,22 +40,44 @@ from typing import Any
 
 from ignite.engine import Engine, Events
 
-__all__ = ["DEFAULT_BUNDLE", "DiceReporter", "run_search", "run_trial", "suggest_overrides"]
+from radiobundles.settings import CONFIGS_DIR, load_settings
+
+__all__ = [
+    "DEFAULT_BUNDLE",
+    "SEARCH_SPACE",
+    "DiceReporter",
+    "run_search",
+    "run_trial",
+    "search_space",
+    "suggest_overrides",
+]
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "mri_slice_segmentation_2d"
+SEARCH_SPACE = "hpo/mri_slice_segmentation_2d.yaml"  # in configs/ (radiobundles.settings)
 KEY_METRIC = "val_mean_dice"
 
 logger = logging.getLogger(__name__)
 
 
-def suggest_overrides(trial: Any) -> dict[str, Any]:
-    """Sample the searched bundle overrides for ``trial`` (an ``optuna.Trial``)."""
-    return {
-        "learning_rate": trial.suggest_float("learning_rate", 1e-5, 1e-3, log=True),
-        "max_lr": trial.suggest_float("max_lr", 1e-3, 3e-2, log=True),
-        "loss": trial.suggest_categorical("loss", ["dice", "cross_entropy", "dice_ce"]),
-        "aug_prob": trial.suggest_float("aug_prob", 0.0, 0.5),
-    }
+def search_space(name: str = SEARCH_SPACE, configs_dir: str | Path = CONFIGS_DIR) -> dict[str, dict[str, Any]]:
+    """The search space, ``override -> {type, low, high, log | choices}``, from ``configs/``."""
+    space = load_settings(name, configs_dir)["search_space"]
+    for key, spec in space.items():
+        if spec.get("type") not in ("float", "categorical"):
+            raise ValueError(f"{name}: {key!r} has type {spec.get('type')!r}; use float or categorical")
+    return space
+
+
+def suggest_overrides(trial: Any, space: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Sample the searched bundle overrides for ``trial`` (an ``optuna.Trial``) from ``space``
+    (default: :func:`search_space`)."""
+    out: dict[str, Any] = {}
+    for key, spec in (space if space is not None else search_space()).items():
+        if spec["type"] == "categorical":
+            out[key] = trial.suggest_categorical(key, list(spec["choices"]))
+        else:
+            out[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
+    return out
 
 
 class DiceReporter:

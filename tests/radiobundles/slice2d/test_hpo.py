@@ -7,7 +7,7 @@ import optuna
 import pytest
 from ignite.engine import Engine, Events
 
-from radiobundles.slice2d.hpo import DiceReporter, _parse_set, run_search, suggest_overrides
+from radiobundles.slice2d.hpo import DiceReporter, _parse_set, run_search, search_space, suggest_overrides
 
 # a network and data small enough for two trials in seconds on a CPU
 TINY = {
@@ -75,3 +75,25 @@ def test_fixed_overrides_parse_json_values():
     }
     with pytest.raises(SystemExit, match="key=value"):
         _parse_set(["num_classes"])
+
+
+def test_search_space_from_configs_gives_optuna_the_former_distributions():
+    # the ranges that lived in hpo.py as Python literals, now in configs/hpo/mri_slice_segmentation_2d.yaml
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    trial = optuna.create_study().ask()
+    suggest_overrides(trial)
+    assert trial.distributions == {
+        "learning_rate": FloatDistribution(1e-5, 1e-3, log=True),
+        "max_lr": FloatDistribution(1e-3, 3e-2, log=True),
+        "loss": CategoricalDistribution(["dice", "cross_entropy", "dice_ce"]),
+        "aug_prob": FloatDistribution(0.0, 0.5),
+    }
+
+
+def test_a_search_space_entry_of_unknown_type_is_a_clear_error(tmp_path):
+    (tmp_path / "bad.yaml").write_text("search_space:\n  lr: {type: int, low: 1, high: 3}\n")
+    with pytest.raises(ValueError, match="use float or categorical"):
+        search_space("bad.yaml", configs_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"no settings file 'missing\.yaml'"):
+        search_space("missing.yaml", configs_dir=tmp_path)
