@@ -192,10 +192,10 @@ class ClassificationData:
 
     # -- source ----------------------------------------------------------------------------
     def _is_store(self) -> bool:
-        if "://" not in self.dataset_dir and os.path.isdir(self.dataset_dir):
-            if all(os.path.isdir(os.path.join(self.dataset_dir, c)) for c in self.collections):
-                if not os.path.isdir(os.path.join(self.dataset_dir, "collections")):
-                    return False
+        # a NIfTI folder has the collections as sub-folders; a store keeps them under collections/
+        local = "://" not in self.dataset_dir and os.path.isdir(self.dataset_dir)
+        if local and all(os.path.isdir(os.path.join(self.dataset_dir, c)) for c in self.collections):
+            return False
         try:
             RadiObject(self.dataset_dir)
         except StoreNotFoundError as err:
@@ -220,7 +220,9 @@ class ClassificationData:
         else:
             csv = self.subjects_csv or os.path.join(self.dataset_dir, "subjects.csv")
             if not os.path.isfile(csv):
-                raise FileNotFoundError(f"no subject table {csv!r}; pass --subjects_csv <csv with subject_id and labels>")
+                raise FileNotFoundError(
+                    f"no subject table {csv!r}; pass --subjects_csv <csv with subject_id and labels>"
+                )
             table = load_subject_table(csv)
         table.index = table.index.astype(str)
         return table

@@ -155,10 +155,14 @@ class ClassificationReport(SubjectCollector):
             ("majority_baseline_balanced_accuracy", 1.0 / int((counts > 0).sum())),
         ]
         _write_csv_atomic(pd.DataFrame(rows, columns=["metric", "value"]), os.path.join(self.output_dir, "metrics.csv"))
-        cm = pd.DataFrame(m["confusion_matrix"], index=[f"true_{n}" for n in names], columns=[f"pred_{n}" for n in names])
+        cm = pd.DataFrame(
+            m["confusion_matrix"], index=[f"true_{n}" for n in names], columns=[f"pred_{n}" for n in names]
+        )
         _write_csv_atomic(cm.reset_index(names="class"), os.path.join(self.output_dir, "confusion_matrix.csv"))
         title = f"balanced accuracy {m['balanced_accuracy']:.3f}, AUC {m['auc']:.3f} (n={m['n']})"
-        plot_confusion_matrix(m["confusion_matrix"], names, os.path.join(self.output_dir, "confusion_matrix.png"), title)
+        plot_confusion_matrix(
+            m["confusion_matrix"], names, os.path.join(self.output_dir, "confusion_matrix.png"), title
+        )
         _write_csv_atomic(self.frame(), os.path.join(self.output_dir, "predictions.csv"))
         self.metrics = dict(rows)
         logger.info(f"evaluation of {m['n']} subjects: " + ", ".join(f"{k}={v}" for k, v in rows[1:4]))
@@ -198,4 +202,6 @@ class PredictionWriter(SubjectCollector):
             from radiobject_adapter.store.subject_table import write_subject_columns
 
             added = write_subject_columns(self.store_uri, self.subject_columns())
-            logger.info(f"wrote predictions of {len(self.subjects)} subjects into {self.store_uri} (new columns {added})")
+            logger.info(
+                f"wrote predictions of {len(self.subjects)} subjects into {self.store_uri} (new columns {added})"
+            )

@@ -111,9 +111,7 @@ def make_classification_dataset(
         affine[:3, 3] = rng.uniform(-100, 100, 3)
         for name, data in synthetic_subject(shape, bool(positive[i]), collections, rng).items():
             nib.save(nib.Nifti1Image(data, affine), os.path.join(root, name, f"{sid}.nii.gz"))
-        rows.append(
-            {"subject_id": sid, label_column: class_names[int(positive[i])], "age": int(rng.integers(40, 90))}
-        )
+        rows.append({"subject_id": sid, label_column: class_names[int(positive[i])], "age": int(rng.integers(40, 90))})
     table = pd.DataFrame(rows)
     if split_column:
         table[split_column] = ""
