@@ -88,14 +88,16 @@ def make_classification_dataset(
     spacing_range: tuple[float, float] = (0.8, 2.0),
     label_column: str = "diagnosis",
     split_column: str | None = None,
+    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
     seed: int = 0,
     prefix: str = "sub",
 ) -> SyntheticClassificationData:
     """Write ``n_subjects`` subjects (imbalanced: ``positive_fraction`` with lesions) under ``root``.
 
     Args:
-        split_column: also write a ``train``/``validation``/``test`` column under this name
-            (60/20/20, stratified), for bundles that take the table's split.
+        split_column: also write a ``train``/``validation``/``test`` column under this name,
+            stratified by class, with ``split_fractions`` (at least one subject of each class
+            in validation and test).
     """
     rng = np.random.default_rng(seed)
     n_pos = max(1, round(n_subjects * positive_fraction))
@@ -118,7 +120,7 @@ def make_classification_dataset(
         for _, group in table.groupby(label_column):
             order = rng.permutation(group.index.to_numpy())
             n = len(order)
-            n_val, n_test = max(1, round(0.2 * n)), max(1, round(0.2 * n))
+            n_val, n_test = (max(1, round(f * n)) for f in split_fractions[1:])
             table.loc[order[:n_test], split_column] = "test"
             table.loc[order[n_test : n_test + n_val], split_column] = "validation"
             table.loc[order[n_test + n_val :], split_column] = "train"
