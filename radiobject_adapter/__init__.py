@@ -16,6 +16,8 @@ from radiobject_adapter.config import (
     configure,
     ctx_for_process,
     ctx_for_threads,
+    get_tiledb_config,
+    get_tiledb_ctx,
 )
 from radiobject_adapter.data import (
     DatasetConfig,
@@ -31,7 +33,7 @@ from radiobject_adapter.data import (
 )
 from radiobject_adapter.reader import TileDBReader
 from radiobject_adapter.s3env import apply_s3_env
-from radiobject_adapter.stats import TileDBStats
+from radiobject_adapter.stats import CacheStats, S3Stats, TileDBStats
 from radiobject_adapter.store.collection import VolumeCollection
 from radiobject_adapter.store.ingest import IngestError, IngestReport, ingest_niftis
 from radiobject_adapter.store.layout import FORMAT_VERSION, FormatVersionError, Tiling
@@ -49,6 +51,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FORMAT_VERSION",
+    "CacheStats",
     "DatasetConfig",
     "FormatVersionError",
     "IngestError",
@@ -57,6 +60,7 @@ __all__ = [
     "RadiObject",
     "ReadConfig",
     "S3Config",
+    "S3Stats",
     "SegmentationDataset",
     "StoreNotFoundError",
     "TileDBDataset",
@@ -78,6 +82,8 @@ __all__ = [
     "create_validation_dataloader",
     "ctx_for_process",
     "ctx_for_threads",
+    "get_tiledb_config",
+    "get_tiledb_ctx",
     "ingest_niftis",
     "ingest_tifs",
     "parse_address",

@@ -95,18 +95,84 @@ class Volume:
 
     Args:
         uri: the array URI (``<store>/collections/<name>/volumes/<i>``).
+        ctx: a TileDB context to open it with (radiobject's call shape, e.g.
+            ``Volume(uri, ctx=ctx_for_threads(shared_ctx))``); default: the process's own.
         timestamp: open the array as of this TileDB timestamp (time travel), e.g. to read an
-            earlier version of a label.
+            earlier version of a label (keyword only).
     """
 
-    def __init__(self, uri: str, timestamp: int | tuple[int, int] | None = None) -> None:
-        self.uri = uri
+    def __init__(
+        self, uri: str, ctx: tiledb.Ctx | None = None, *, timestamp: int | tuple[int, int] | None = None
+    ) -> None:
+        if ctx is not None and not isinstance(ctx, tiledb.Ctx):
+            raise TypeError(
+                f"Volume's second argument is a tiledb.Ctx, not {type(ctx).__name__}; "
+                "pass a time-travel timestamp as Volume(uri, timestamp=...)"
+            )
+        self.uri = str(uri)
+        self.ctx = ctx
         self.timestamp = timestamp
+
+    # -- building (radiobject's calls; see radiobject_adapter.store.build) ---------------------
+    @classmethod
+    def create(cls, uri: str, shape: Sequence[int], dtype: Any = np.float32, ctx: tiledb.Ctx | None = None) -> Volume:
+        """An empty (fill-value) volume array of ``shape`` / ``dtype`` at ``uri``.
+
+        Example:
+            >>> Volume.create("vol0", (64, 64, 32), np.int16).shape
+            (64, 64, 32)
+        """
+        from radiobject_adapter.store.build import write_volume_array
+
+        write_volume_array(str(uri), None, shape, dtype, ctx=ctx)
+        return cls(str(uri), ctx)
+
+    @classmethod
+    def from_numpy(
+        cls, uri: str, data: np.ndarray, ctx: tiledb.Ctx | None = None, affine: np.ndarray | None = None
+    ) -> Volume:
+        """A volume array at ``uri`` holding ``data`` (3D or 4D), with ``affine`` if given.
+
+        Example:
+            >>> Volume.from_numpy("vol0", np.zeros((64, 64, 32), np.int16)).to_numpy().sum()
+            0
+        """
+        from radiobject_adapter.store.build import write_volume_array
+
+        write_volume_array(str(uri), np.asarray(data), affine=affine, ctx=ctx)
+        return cls(str(uri), ctx)
+
+    @classmethod
+    def from_nifti(
+        cls, uri: str, nifti_path: str, ctx: tiledb.Ctx | None = None, reorient: bool | None = None
+    ) -> Volume:
+        """A volume array at ``uri`` from a NIfTI file, with its affine and header facts.
+
+        Example:
+            >>> Volume.from_nifti("vol0", "case_001_0000.nii.gz").spacing
+        """
+        from radiobject_adapter.store.build import write_volume_array
+        from radiobject_adapter.store.nifti import load_nifti
+
+        if reorient:
+            raise ValueError("reorient=True is not supported: volumes are stored as given, with their affine")
+        loaded = load_nifti(str(nifti_path), expect_ndim=None)
+        if loaded.data.ndim not in (3, 4):
+            raise ValueError(f"{nifti_path}: expected a 3D or 4D image, got shape {loaded.data.shape}")
+        write_volume_array(str(uri), loaded.data, affine=loaded.affine, meta=loaded.array_metadata(), ctx=ctx)
+        return cls(str(uri), ctx)
+
+    def set_obs_id(self, obs_id: str) -> None:
+        """Store ``obs_id`` on the array (radiobject's call, before adding it to a collection)."""
+        from radiobject_adapter.store.build import set_volume_metadata
+
+        set_volume_metadata(self.uri, {"obs_id": obs_id}, ctx=self.ctx)
+        self.__dict__.pop("metadata", None)
 
     # -- array access -------------------------------------------------------------------
     @property
     def _array(self) -> tiledb.Array:
-        return open_array(self.uri, self.timestamp)
+        return open_array(self.uri, self.timestamp, ctx=self.ctx)
 
     @cached_property
     def metadata(self) -> dict[str, Any]:
@@ -177,7 +243,7 @@ class Volume:
             count_query(self.uri)
             try:
                 # no retries inside open_array: this loop is the retry (and reopens)
-                arr = open_array(self.uri, self.timestamp, retry=False)
+                arr = open_array(self.uri, self.timestamp, retry=False, ctx=self.ctx)
                 if _DIRECT_READS:
                     return _direct_read(arr, bounds, self.dtype)
                 out = arr.query(attrs=(VOXELS,))[sl]
