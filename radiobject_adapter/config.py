@@ -108,10 +108,15 @@ class WriteConfig:
             Default ``"byteshuffle+lz4"``: on CT int16 about the size of the ``.nii.gz`` and
             twice as fast to decode as zstd (benchmarks/README.md).
         compression_level: codec level (used by zstd and gzip; lz4 ignores it).
+        tile: radiobject's :class:`~radiobject_adapter.ctx.TileConfig` for arrays built with
+            radiobject's calls (``Volume.from_numpy`` / ``create`` / ``from_nifti``,
+            ``VolumeCollection.from_volumes`` / ``from_niftis``); ``None``: axial tiles there,
+            as radiobject. Ingest and ``from_collections`` take their ``tiling`` argument.
     """
 
     compression: str = "byteshuffle+lz4"
     compression_level: int = 3
+    tile: Any = None
 
 
 @dataclass(frozen=True)
@@ -296,6 +301,7 @@ def configure(
     s3: S3Config | None = None,
     write: WriteConfig | None = None,
     extra: Mapping[str, str] | None = None,
+    tile: Any = None,
 ) -> None:
     """Change settings for this process; contexts and open arrays are rebuilt lazily.
 
@@ -304,6 +310,8 @@ def configure(
         ...                       use_virtual_addressing=False))
     """
     global _settings
+    if tile is not None:  # radiobject's configure(tile=TileConfig(...))
+        write = replace(write or _settings.write, tile=tile)
     _settings = replace(
         _settings,
         read=read or _settings.read,

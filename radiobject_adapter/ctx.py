@@ -11,6 +11,9 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import Enum
+
 import tiledb
 
 from radiobject_adapter.config import (
@@ -29,6 +32,8 @@ from radiobject_adapter.config import (
 __all__ = [
     "ReadConfig",
     "S3Config",
+    "SliceOrientation",
+    "TileConfig",
     "WriteConfig",
     "configure",
     "ctx",
@@ -62,3 +67,37 @@ def reset_radiobject_config() -> None:
     """Back to the default settings (radiobject's name)."""
     configure(read=ReadConfig(), s3=S3Config(), write=WriteConfig(), extra={})
     reset_caches()
+
+
+class SliceOrientation(str, Enum):
+    """radiobject's tile orientations (the ``tile_orientation`` of a volume)."""
+
+    AXIAL = "axial"
+    SAGITTAL = "sagittal"
+    CORONAL = "coronal"
+    ISOTROPIC = "isotropic"
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """radiobject's tiling of arrays built with its calls: ``orientation`` and, for
+    ``ISOTROPIC``, the tile extents ``x``/``y``/``z`` (default 64, radiobject's).
+
+    Example:
+        >>> configure(tile=TileConfig(orientation=SliceOrientation.SAGITTAL))
+    """
+
+    orientation: SliceOrientation = SliceOrientation.AXIAL
+    x: int | None = None
+    y: int | None = None
+    z: int | None = None
+    t: int = 1
+
+    def tiling(self):
+        """Our :class:`~radiobject_adapter.store.layout.Tiling` for this configuration."""
+        from radiobject_adapter.store.layout import Tiling
+
+        strategy = SliceOrientation(self.orientation).value
+        if strategy == "isotropic":
+            return Tiling(strategy, (self.x or 64, self.y or 64, self.z or 64))
+        return Tiling(strategy)

@@ -16,10 +16,15 @@ from typing import TypeVar
 
 from radiobject_adapter.config import ctx_for_process, ctx_for_threads, current_settings
 
-__all__ = ["WriteResult", "ctx_for_process", "ctx_for_threads", "map_on_threads"]
+__all__ = ["WriteResult", "create_worker_ctx", "ctx_for_process", "ctx_for_threads", "map_on_threads"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def create_worker_ctx(base_ctx=None):
+    """radiobject 0.1.1's name for :func:`ctx_for_process`: a context for a worker process."""
+    return ctx_for_process(base_ctx)
 
 
 @dataclass(frozen=True)

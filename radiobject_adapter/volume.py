@@ -222,6 +222,17 @@ class Volume:
         return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
 
     @property
+    def tile_orientation(self) -> Any:
+        """How the array is tiled, as radiobject's ``SliceOrientation`` (``None`` if unknown)."""
+        from radiobject_adapter.ctx import SliceOrientation
+
+        value = self.metadata.get("tile_orientation")
+        try:
+            return SliceOrientation(str(value)) if value is not None else None
+        except ValueError:
+            return None
+
+    @property
     def source_path(self) -> str | None:
         value = self.metadata.get("source_path")
         return None if value is None else str(value)

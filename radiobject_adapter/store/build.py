@@ -137,6 +137,13 @@ def _check_alignment(images: Mapping[str, Any]) -> None:
 
 
 # -- single arrays ---------------------------------------------------------------------------
+def builder_tiling() -> Tiling:
+    """Tiling of arrays built with radiobject's calls: ``configure(tile=TileConfig(...))``,
+    else axial (radiobject's default; ingest's default is isotropic)."""
+    tile = current_settings().write.tile
+    return tile.tiling() if tile is not None else Tiling("axial")
+
+
 def write_volume_array(
     uri: str,
     data: np.ndarray | None,
@@ -163,7 +170,7 @@ def write_volume_array(
         raise FileExistsError(f"{uri!r} exists; choose a new location for the volume")
     settings = current_settings().write
     filters = compression_filters(settings.compression, settings.compression_level)
-    tiling = Tiling()
+    tiling = builder_tiling()
     tiledb.Array.create(uri, create_volume_schema(shape, np.dtype(dtype), tiling, filters, ctx=ctx), ctx=ctx)
     with tiledb.open(uri, "w", ctx=ctx) as arr:
         if data is not None:

@@ -119,12 +119,12 @@ class VolumeCollection:
         Example:
             >>> VolumeCollection.from_volumes("ct", [("s1_CT", Volume.from_numpy("v", data))], name="CT")
         """
-        from radiobject_adapter.store.build import CollectionWriter, subjects_of, write_collection
+        from radiobject_adapter.store.build import CollectionWriter, builder_tiling, subjects_of, write_collection
 
         uri = str(uri).rstrip("/")
         name = name or uri.rsplit("/", 1)[-1]
         rows = {str(r["obs_id"]): r for r in obs_data.to_dict("records")} if obs_data is not None else None
-        writer = CollectionWriter(uri, ctx=ctx)
+        writer = CollectionWriter(uri, tiling=builder_tiling(), ctx=ctx)
         try:
             write_collection(writer, name, list(volumes), subjects_of(list(volumes), obs_data), rows)
         finally:
@@ -151,7 +151,7 @@ class VolumeCollection:
         Example:
             >>> VolumeCollection.from_niftis("ct", [("a.nii.gz", "sub-01")], name="CT")
         """
-        from radiobject_adapter.store.build import CollectionWriter
+        from radiobject_adapter.store.build import CollectionWriter, builder_tiling
         from radiobject_adapter.store.nifti import load_nifti
 
         if reorient:
@@ -165,7 +165,7 @@ class VolumeCollection:
         shapes = {v.data.shape[:3] for v in loaded}
         if validate_dimensions and len(shapes) > 1:
             raise ValueError(f"volumes differ in shape {sorted(shapes)}; pass validate_dimensions=False to allow it")
-        writer = CollectionWriter(uri, ctx=ctx)
+        writer = CollectionWriter(uri, tiling=builder_tiling(), ctx=ctx)
         try:
             for (_path, sid), vol in zip(pairs, loaded):
                 obs_id = f"{sid}_{name}"
