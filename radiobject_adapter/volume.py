@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from functools import cached_property
@@ -111,6 +112,7 @@ class Volume:
             )
         self.uri = str(uri)
         self.ctx = ctx
+        self._ctx = ctx  # radiobject's attribute name
         self.timestamp = timestamp
 
     # -- building (radiobject's calls; see radiobject_adapter.store.build) ---------------------
@@ -279,6 +281,31 @@ class Volume:
         """The whole volume."""
         return self[...]
 
+    def slice(self, x: slice, y: slice, z: slice, t: slice | None = None) -> np.ndarray:
+        """radiobject's partial read with slice objects; ``vol[x, y, z]`` is the same."""
+        key = (x, y, z) if t is None or self.ndim == 3 else (x, y, z, t)
+        return self[key]
+
+    def get_statistics(self, percentiles: Sequence[float] | None = None) -> dict[str, float]:
+        """Mean, std, min, max, median and ``p<N>`` percentiles of all voxels (radiobject's call)."""
+        flat = self.to_numpy().ravel()
+        stats = {
+            "mean": float(flat.mean()),
+            "std": float(flat.std()),
+            "min": float(flat.min()),
+            "max": float(flat.max()),
+            "median": float(np.median(flat)),
+        }
+        for p, v in zip(percentiles or [], np.percentile(flat, list(percentiles or [])) if percentiles else []):
+            stats[f"p{int(p)}"] = float(v)
+        return stats
+
+    def compute_histogram(
+        self, bins: int = 256, value_range: tuple[float, float] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(counts, bin_edges)`` of the voxel values (radiobject's call)."""
+        return np.histogram(self.to_numpy().ravel(), bins=bins, range=value_range)
+
     def axial(self, z: int) -> np.ndarray:
         """Axial plane ``z`` as an (X, Y) array."""
         return self[:, :, z]
@@ -300,9 +327,17 @@ class Volume:
         return self[tuple(key)]
 
     # -- export -------------------------------------------------------------------------
-    def to_nifti(self, path: str, dtype: np.dtype | None = None) -> str:
-        """Write the volume as NIfTI with its affine and (when known) sform/qform codes."""
+    def to_nifti(self, path: str, dtype: np.dtype | None = None, compression: bool | None = None) -> str:
+        """Write the volume as NIfTI with its affine and (when known) sform/qform codes, to
+        ``path`` as given; ``compression=True`` (radiobject's flag, also accepted as the second
+        argument) adds ``.gz`` to a path without it. Returns the path written."""
         import nibabel as nib
+
+        if isinstance(dtype, bool):  # radiobject's to_nifti(path, compression)
+            dtype, compression = None, dtype
+        path = os.fspath(path)
+        if compression and not path.endswith(".gz"):
+            path += ".gz"
 
         data = self.to_numpy()
         if dtype is not None:

@@ -31,12 +31,14 @@ from radiobject_adapter.store.layout import (
     compression_filters,
     create_volume_schema,
     join_uri,
+    make_obs_id,
 )
 from radiobject_adapter.store.naming import discover_files, subject_id_from_path
 from radiobject_adapter.store.writer import StoreWriter
 
 __all__ = [
     "CollectionWriter",
+    "append_niftis",
     "copy_collections",
     "infer_series_type",
     "ingest_nifti_forms",
@@ -329,3 +331,43 @@ def copy_collections(
             raise ValueError(f"obs_meta lacks subjects of the collections: {unknown[:5]}")
         subjects |= set(table.index)
     _write_subject_table(writer, sorted(subjects), table)
+
+
+def append_niftis(collection: Any, niftis: Sequence[tuple[str | os.PathLike, str]]) -> list[str]:
+    """Add ``[(nifti_path, subject_id), ...]`` to an existing collection (radiobject's
+    ``VolumeCollection.append``): every file is read and checked (exists, shape of a uniform
+    collection, obs_id not taken) before anything is written. Returns the new obs_ids."""
+    from radiobject_adapter.store.nifti import load_nifti
+
+    pairs = [(os.fspath(p), str(s)) for p, s in niftis]
+    for path, sid in pairs:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no such NIfTI file: {path!r} (subject {sid!r})")
+    loaded = [load_nifti(p, expect_ndim=None) for p, _ in pairs]
+    shape = collection.shape
+    for (path, _), vol in zip(pairs, loaded):
+        if shape is not None and len(collection) and tuple(vol.data.shape[:3]) != tuple(shape):
+            raise ValueError(f"{path}: shape {vol.data.shape[:3]} differs from the collection's {shape}")
+    name = collection.name
+    obs_ids = [make_obs_id(sid, name) for _, sid in pairs]
+    taken = sorted(set(obs_ids) & set(collection.refresh().obs_ids)) + sorted(
+        {o for o in obs_ids if obs_ids.count(o) > 1}
+    )
+    if taken:
+        raise ValueError(f"obs_id(s) already in collection {name!r}: {taken[:5]}")
+    root, _, member = collection.uri.rpartition("/collections/")
+    in_store = bool(root) and member == name and tiledb.object_type(root, ctx=collection._effective_ctx()) == "group"
+    writer = StoreWriter(root, ctx=collection.ctx) if in_store else CollectionWriter(collection.uri, ctx=collection.ctx)
+    try:
+        for (_, sid), obs_id, vol in zip(pairs, obs_ids, loaded):
+            writer.write_volume(
+                name, sid, obs_id, vol.data, vol.affine, meta=vol.array_metadata(), obs_row=vol.obs_row(name)
+            )
+    finally:
+        writer.close()
+    if in_store:
+        writer.update_counters([name])
+    else:
+        writer.count()
+    collection.refresh()
+    return obs_ids

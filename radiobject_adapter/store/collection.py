@@ -97,6 +97,7 @@ class VolumeCollection:
             )
         self.uri = str(uri).rstrip("/")
         self.ctx = ctx
+        self._ctx = ctx  # radiobject's attribute name
         self.name = name or self.uri.rsplit("/", 1)[-1]
         self._subjects = frozenset(subjects) if subjects is not None else None
         self._volume_ids = frozenset(obs_ids) if obs_ids is not None else None
@@ -177,7 +178,40 @@ class VolumeCollection:
         writer.count()
         return cls(uri, ctx, name=name)
 
-    def _ctx(self) -> tiledb.Ctx:
+    def append(
+        self,
+        niftis: Sequence[tuple[str, str]] | None = None,
+        dicom_dirs: Sequence[tuple[str, str]] | None = None,
+        reorient: bool | None = None,
+        progress: bool = False,
+    ) -> None:
+        """Add NIfTI files ``[(path, subject_id), ...]`` to this collection (radiobject's call);
+        all are checked before any is written (see :func:`~radiobject_adapter.store.build.append_niftis`).
+
+        Example:
+            >>> radi.CT.append(niftis=[("new.nii.gz", "sub-09")])
+        """
+        from radiobject_adapter.store.build import append_niftis
+
+        if self.is_view:
+            raise TypeError("cannot append to a selection of a collection; append to the whole collection")
+        if niftis is None and dicom_dirs is None:
+            raise ValueError("give niftis=[(path, subject_id), ...]")
+        if niftis is not None and dicom_dirs is not None:
+            raise ValueError("give niftis or dicom_dirs, not both")
+        if dicom_dirs is not None:
+            raise ValueError("DICOM series are not appended here; ingest them with radiobundles' DICOM ingest")
+        if reorient:
+            raise ValueError("reorient=True is not supported: volumes are stored as given, with their affine")
+        append_niftis(self, niftis)
+        self.__dict__.pop("metadata", None)
+
+    def get_obs_row_by_obs_id(self, obs_id: str) -> pd.DataFrame:
+        """The ``obs`` row of one volume (radiobject's call)."""
+        obs = pd.DataFrame(self.obs)
+        return obs[obs["obs_id"] == obs_id].reset_index(drop=True)
+
+    def _effective_ctx(self) -> tiledb.Ctx:
         return self.ctx or ctx_for_threads()
 
     def _view(self, obs_ids: Iterable[str]) -> VolumeCollection:
@@ -194,7 +228,7 @@ class VolumeCollection:
     @cached_property
     def metadata(self) -> dict:
         def read() -> dict:
-            with tiledb.Group(self.uri, "r", ctx=self._ctx()) as grp:
+            with tiledb.Group(self.uri, "r", ctx=self._effective_ctx()) as grp:
                 return {k: grp.meta[k] for k in grp.meta}
 
         return with_retries(read)
@@ -205,7 +239,7 @@ class VolumeCollection:
         return with_retries(self._list_entries)
 
     def _list_entries(self) -> pd.DataFrame:
-        ctx = self._ctx()
+        ctx = self._effective_ctx()
         vol_uri = join_uri(self.uri, "volumes")
         with tiledb.Group(vol_uri, "r", ctx=ctx) as grp:
             member_uris = [m.uri for m in grp]
@@ -249,7 +283,7 @@ class VolumeCollection:
     def obs(self) -> Table:
         """The collection's per-volume table (sorted by subject, then obs_id): a pandas
         DataFrame that also has radiobject's ``.read(columns=..., value_filter=...)``."""
-        df = with_retries(lambda: read_dataframe(join_uri(self.uri, "obs"), ctx=self._ctx()))
+        df = with_retries(lambda: read_dataframe(join_uri(self.uri, "obs"), ctx=self._effective_ctx()))
         if self._subjects is not None:
             df = df[df["obs_subject_id"].isin(self._subjects)]
         if self._volume_ids is not None:

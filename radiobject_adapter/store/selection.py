@@ -131,3 +131,10 @@ class SubjectSelection:
             if obs_id in col.obs_ids:
                 return col.loc[obs_id]
         raise KeyError(f"no volume with obs_id {obs_id!r} in {self.uri!r}")
+
+    def get_obs_row_by_obs_subject_id(self, obs_subject_id: str) -> Any:
+        """The subject-table row of one subject (radiobject's call)."""
+        import pandas as pd
+
+        meta = pd.DataFrame(self.obs_meta)  # type: ignore[attr-defined]
+        return meta[meta["obs_subject_id"] == obs_subject_id].reset_index(drop=True)

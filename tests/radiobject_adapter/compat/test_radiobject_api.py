@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -191,3 +193,34 @@ def test_distributed_loader_splits_subjects_between_ranks(built: RadiObject) -> 
     assert sorted(set(seen)) == [0, 1, 2] and len(seen) == 4  # 3 items padded to 2 per rank
     with pytest.raises(ValueError, match="rank"):
         create_distributed_dataloader(built.CT, rank=2, world_size=2)
+
+
+def test_collection_append_checks_every_file_before_writing(built: RadiObject, synthetic_ct, tmp_path) -> None:
+    import nibabel as nib
+
+    good = tmp_path / "new.nii.gz"
+    nib.save(nib.Nifti1Image(np.full(SHAPE, 7, np.int16), np.eye(4)), good)
+    bad = tmp_path / "bad.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.eye(4)), bad)
+    with pytest.raises(ValueError, match="differs"):
+        built.CT.append(niftis=[(str(good), "s3"), (str(bad), "s4")])
+    assert len(built.CT.refresh()) == 3  # nothing of the rejected call was written
+    with pytest.raises(ValueError, match="already"):
+        built.CT.append(niftis=[(str(good), "s0")])
+    with pytest.raises(FileNotFoundError):
+        built.CT.append(niftis=[(str(tmp_path / "missing.nii.gz"), "s5")])
+    built.CT.append(niftis=[(str(good), "s3")])
+    assert RadiObject(built.uri).CT.subject_ids == ["s0", "s1", "s2", "s3"]
+    assert int(RadiObject(built.uri).CT["s3"].to_numpy().max()) == 7
+    assert built.CT.get_obs_row_by_obs_id("s3_CT")["obs_subject_id"].tolist() == ["s3"]
+
+
+def test_volume_reads_and_exports_with_radiobject_calls(built: RadiObject, tmp_path) -> None:
+    vol = built.CT["s2"]
+    assert vol.slice(slice(0, 4), slice(0, 2), slice(0, 1)).shape == (4, 2, 1)
+    assert vol.get_statistics(percentiles=[50])["p50"] == 2.0
+    counts, _ = vol.compute_histogram(bins=4)
+    assert counts.sum() == np.prod(SHAPE)
+    written = vol.to_nifti(str(tmp_path / "out.nii"), compression=True)
+    assert written.endswith(".nii.gz") and Path(written).is_file()
+    assert vol.to_nifti(str(tmp_path / "plain.nii")).endswith("plain.nii")  # ours: the path as given
