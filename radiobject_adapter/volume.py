@@ -148,19 +148,15 @@ class Volume:
     def from_nifti(
         cls, uri: str, nifti_path: str, ctx: tiledb.Ctx | None = None, reorient: bool | None = None
     ) -> Volume:
-        """A volume array at ``uri`` from a NIfTI file, with its affine and header facts.
+        """A volume array at ``uri`` from a NIfTI file, with its affine and header facts;
+        ``reorient=True`` stores it turned to the closest canonical (RAS+) orientation.
 
         Example:
             >>> Volume.from_nifti("vol0", "case_001_0000.nii.gz").spacing
         """
-        from radiobject_adapter.store.build import write_volume_array
-        from radiobject_adapter.store.nifti import load_nifti
+        from radiobject_adapter.store.build import load_for_build, write_volume_array
 
-        if reorient:
-            raise ValueError("reorient=True is not supported: volumes are stored as given, with their affine")
-        loaded = load_nifti(str(nifti_path), expect_ndim=None)
-        if loaded.data.ndim not in (3, 4):
-            raise ValueError(f"{nifti_path}: expected a 3D or 4D image, got shape {loaded.data.shape}")
+        loaded = load_for_build(str(nifti_path), reorient)
         write_volume_array(str(uri), loaded.data, affine=loaded.affine, meta=loaded.array_metadata(), ctx=ctx)
         return cls(str(uri), ctx)
 

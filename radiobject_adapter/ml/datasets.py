@@ -86,6 +86,10 @@ class SegmentationDataset(_RadiobjectItems, _ours.SegmentationDataset):
     _mask_key = True
 
     def __init__(self, image: Any, mask: Any, config: DatasetConfig | None = None, **kwargs: Any) -> None:
+        images = image if isinstance(image, (list, tuple)) else [image]
+        for col in images:
+            if len(mask) != len(col):  # radiobject pairs volumes by position: lengths must agree
+                raise ValueError(f"mask collection {mask.name!r} has {len(mask)} volumes, expected {len(col)}")
         super().__init__(image, mask, config, **kwargs)
         self.image, self.mask = image, mask
 

@@ -138,6 +138,23 @@ def _check_alignment(images: Mapping[str, Any]) -> None:
             )
 
 
+def load_for_build(path: str, reorient: bool | None = None) -> Any:
+    """A NIfTI file loaded whole (3D or 4D); ``reorient=True`` turns it to the closest
+    canonical (RAS+) orientation with nibabel, voxels and affine together."""
+    import nibabel as nib
+
+    from radiobject_adapter.store.nifti import LoadedVolume, load_nifti
+
+    loaded = load_nifti(str(path), expect_ndim=None)
+    if loaded.data.ndim not in (3, 4):
+        raise ValueError(f"{path}: expected a 3D or 4D image, got shape {loaded.data.shape}")
+    if not reorient:
+        return loaded
+    img = nib.as_closest_canonical(nib.Nifti1Image(loaded.data, loaded.affine, loaded.header))
+    data = np.ascontiguousarray(np.asanyarray(img.dataobj))
+    return LoadedVolume(path=loaded.path, data=data, affine=np.array(img.affine, dtype=np.float64), header=img.header)
+
+
 # -- single arrays ---------------------------------------------------------------------------
 def builder_tiling() -> Tiling:
     """Tiling of arrays built with radiobject's calls: ``configure(tile=TileConfig(...))``,
@@ -333,17 +350,17 @@ def copy_collections(
     _write_subject_table(writer, sorted(subjects), table)
 
 
-def append_niftis(collection: Any, niftis: Sequence[tuple[str | os.PathLike, str]]) -> list[str]:
+def append_niftis(
+    collection: Any, niftis: Sequence[tuple[str | os.PathLike, str]], reorient: bool | None = None
+) -> list[str]:
     """Add ``[(nifti_path, subject_id), ...]`` to an existing collection (radiobject's
     ``VolumeCollection.append``): every file is read and checked (exists, shape of a uniform
     collection, obs_id not taken) before anything is written. Returns the new obs_ids."""
-    from radiobject_adapter.store.nifti import load_nifti
-
     pairs = [(os.fspath(p), str(s)) for p, s in niftis]
     for path, sid in pairs:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no such NIfTI file: {path!r} (subject {sid!r})")
-    loaded = [load_nifti(p, expect_ndim=None) for p, _ in pairs]
+    loaded = [load_for_build(p, reorient) for p, _ in pairs]
     shape = collection.shape
     for (path, _), vol in zip(pairs, loaded):
         if shape is not None and len(collection) and tuple(vol.data.shape[:3]) != tuple(shape):

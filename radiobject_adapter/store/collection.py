@@ -147,22 +147,20 @@ class VolumeCollection:
         progress: bool = False,
     ) -> VolumeCollection:
         """A collection at ``uri`` from ``[(nifti_path, subject_id), ...]`` (radiobject's call);
-        ``validate_dimensions`` requires one shape for all.
+        ``validate_dimensions`` requires one shape for all; ``reorient=True`` turns each to the
+        closest canonical (RAS+) orientation.
 
         Example:
             >>> VolumeCollection.from_niftis("ct", [("a.nii.gz", "sub-01")], name="CT")
         """
-        from radiobject_adapter.store.build import CollectionWriter, builder_tiling
-        from radiobject_adapter.store.nifti import load_nifti
+        from radiobject_adapter.store.build import CollectionWriter, builder_tiling, load_for_build
 
-        if reorient:
-            raise ValueError("reorient=True is not supported: volumes are stored as given, with their affine")
         uri = str(uri).rstrip("/")
         name = name or uri.rsplit("/", 1)[-1]
         pairs = [(str(p), str(s)) for p, s in niftis]
         if not pairs:
             raise ValueError("niftis is empty; give [(path, subject_id), ...]")
-        loaded = [load_nifti(p, expect_ndim=None) for p, _ in pairs]
+        loaded = [load_for_build(p, reorient) for p, _ in pairs]
         shapes = {v.data.shape[:3] for v in loaded}
         if validate_dimensions and len(shapes) > 1:
             raise ValueError(f"volumes differ in shape {sorted(shapes)}; pass validate_dimensions=False to allow it")
@@ -201,9 +199,7 @@ class VolumeCollection:
             raise ValueError("give niftis or dicom_dirs, not both")
         if dicom_dirs is not None:
             raise ValueError("DICOM series are not appended here; ingest them with radiobundles' DICOM ingest")
-        if reorient:
-            raise ValueError("reorient=True is not supported: volumes are stored as given, with their affine")
-        append_niftis(self, niftis)
+        append_niftis(self, niftis, reorient)
         self.__dict__.pop("metadata", None)
 
     def get_obs_row_by_obs_id(self, obs_id: str) -> pd.DataFrame:

@@ -224,3 +224,23 @@ def test_volume_reads_and_exports_with_radiobject_calls(built: RadiObject, tmp_p
     written = vol.to_nifti(str(tmp_path / "out.nii"), compression=True)
     assert written.endswith(".nii.gz") and Path(written).is_file()
     assert vol.to_nifti(str(tmp_path / "plain.nii")).endswith("plain.nii")  # ours: the path as given
+
+
+def test_reorient_stores_a_flipped_nifti_in_ras_orientation(tmp_path) -> None:
+    import nibabel as nib
+
+    data = np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE)
+    path = tmp_path / "lps.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.diag([-1.0, -1.0, 2.0, 1.0])), path)
+    vol = Volume.from_nifti(str(tmp_path / "v"), str(path), reorient=True)
+    assert nib.aff2axcodes(vol.affine) == ("R", "A", "S")
+    np.testing.assert_array_equal(vol.to_numpy(), data[::-1, ::-1, :])
+    as_given = Volume.from_nifti(str(tmp_path / "w"), str(path))
+    np.testing.assert_array_equal(as_given.to_numpy(), data)
+
+
+def test_radiobject_named_segmentation_dataset_refuses_collections_of_different_lengths(built: RadiObject) -> None:
+    from radiobject_adapter.ml import SegmentationDataset
+
+    with pytest.raises(ValueError, match="has 2 volumes, expected 3"):
+        SegmentationDataset(image=built.CT, mask=built.seg.head(2))
