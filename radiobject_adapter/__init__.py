@@ -28,6 +28,8 @@ _HOMES: dict[str, str] = {
     "configure": "radiobject_adapter.config",
     "ctx_for_process": "radiobject_adapter.config",
     "ctx_for_threads": "radiobject_adapter.config",
+    "get_tiledb_config": "radiobject_adapter.config",
+    "get_tiledb_ctx": "radiobject_adapter.config",
     "DatasetConfig": "radiobject_adapter.data.config",
     "LoadingMode": "radiobject_adapter.data.config",
     "SegmentationDataset": "radiobject_adapter.data.datasets",
@@ -39,6 +41,8 @@ _HOMES: dict[str, str] = {
     "create_training_dataloader": "radiobject_adapter.data.loaders",
     "create_validation_dataloader": "radiobject_adapter.data.loaders",
     "TileDBReader": "radiobject_adapter.reader",
+    "CacheStats": "radiobject_adapter.stats",
+    "S3Stats": "radiobject_adapter.stats",
     "TileDBStats": "radiobject_adapter.stats",
     "VolumeCollection": "radiobject_adapter.store.collection",
     "IngestError": "radiobject_adapter.store.ingest",
@@ -66,6 +70,8 @@ if TYPE_CHECKING:  # static tools see the names; the interpreter imports them on
         configure,
         ctx_for_process,
         ctx_for_threads,
+        get_tiledb_config,
+        get_tiledb_ctx,
     )
     from radiobject_adapter.data import (
         DatasetConfig,
@@ -80,7 +86,7 @@ if TYPE_CHECKING:  # static tools see the names; the interpreter imports them on
         create_validation_dataloader,
     )
     from radiobject_adapter.reader import TileDBReader
-    from radiobject_adapter.stats import TileDBStats
+    from radiobject_adapter.stats import CacheStats, S3Stats, TileDBStats
     from radiobject_adapter.store.collection import VolumeCollection
     from radiobject_adapter.store.ingest import IngestError, IngestReport, ingest_niftis
     from radiobject_adapter.store.layout import FORMAT_VERSION, FormatVersionError, Tiling
@@ -112,6 +118,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FORMAT_VERSION",
+    "CacheStats",
     "DatasetConfig",
     "FormatVersionError",
     "IngestError",
@@ -120,6 +127,7 @@ __all__ = [
     "RadiObject",
     "ReadConfig",
     "S3Config",
+    "S3Stats",
     "SegmentationDataset",
     "StoreNotFoundError",
     "TileDBDataset",
@@ -141,6 +149,8 @@ __all__ = [
     "create_validation_dataloader",
     "ctx_for_process",
     "ctx_for_threads",
+    "get_tiledb_config",
+    "get_tiledb_ctx",
     "ingest_niftis",
     "ingest_tifs",
     "is_store",

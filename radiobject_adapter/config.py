@@ -38,6 +38,8 @@ __all__ = [
     "ctx_for_threads",
     "current_settings",
     "forget_array",
+    "get_tiledb_config",
+    "get_tiledb_ctx",
     "open_array",
     "reset_caches",
     "tiledb_config",
@@ -67,6 +69,11 @@ class ReadConfig:
             context of a process is made; forked workers inherit it.
         memory_budget_mb: budget for one query's result buffers.
         cache_open_arrays: keep arrays open per process (recommended; turn off only to debug).
+        max_workers: threads of this package's thread pools that open or read many volumes at
+            once (listing a collection, :func:`radiobject_adapter.parallel.map_on_threads`);
+            radiobject's name and default (4).
+        tile_cache_size_mb: accepted for radiobject's ``ReadConfig``; has no effect, since
+            libtiledb 2.26+ has no tile cache (its ``sm.tile_cache_size`` setting is gone).
         retries / retry_backoff_s: a failed read (dropped connection, 5xx that outlasted the
             S3 SDK's own retries) is retried this many times, after ``backoff * 2**attempt``
             seconds, reopening the array each time; opening stores, collections and arrays
@@ -75,12 +82,20 @@ class ReadConfig:
 
     concurrency: int = 1
     memory_budget_mb: int = 512
+    max_workers: int = 4
+    tile_cache_size_mb: int | None = None
     cache_open_arrays: bool = True
     retries: int = 3
     retry_backoff_s: float = 0.25
     read_batching: bool = False
     malloc_trim: bool = False
     tune_allocator: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("concurrency", "max_workers", "memory_budget_mb"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ReadConfig.{name} must be a positive int, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -93,10 +108,15 @@ class WriteConfig:
             Default ``"byteshuffle+lz4"``: on CT int16 about the size of the ``.nii.gz`` and
             twice as fast to decode as zstd (benchmarks/README.md).
         compression_level: codec level (used by zstd and gzip; lz4 ignores it).
+        tile: radiobject's :class:`~radiobject_adapter.ctx.TileConfig` for arrays built with
+            radiobject's calls (``Volume.from_numpy`` / ``create`` / ``from_nifti``,
+            ``VolumeCollection.from_volumes`` / ``from_niftis``); ``None``: axial tiles there,
+            as radiobject. Ingest and ``from_collections`` take their ``tiling`` argument.
     """
 
     compression: str = "byteshuffle+lz4"
     compression_level: int = 3
+    tile: Any = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +144,13 @@ class S3Config:
             that receives nothing for this long is abandoned (and retried). Not a total
             limit: a slow transfer that progresses is never cut.
         aws_access_key_id / aws_secret_access_key / aws_session_token: explicit credentials.
+        endpoint / multipart_part_size_mb / include_credentials: radiobject's names. ``endpoint``
+            is a URL (``http://127.0.0.1:9000``, sets ``scheme`` too) or ``host:port`` and
+            fills ``endpoint_override``; ``multipart_part_size_mb`` fills
+            ``multipart_part_size``; giving both names of one setting with different values
+            is an error. ``include_credentials`` is accepted and changes nothing: TileDB's
+            S3 SDK reads the same default credential chain (environment, profile, role)
+            that radiobject copies from boto3.
 
     Older S3-compatible servers (moto < 5) do not decode the SDK's checksum-trailer upload
     framing: set ``AWS_REQUEST_CHECKSUM_CALCULATION=when_required`` in the environment for
@@ -148,6 +175,42 @@ class S3Config:
     aws_access_key_id: str | None = field(default=None, repr=False)
     aws_secret_access_key: str | None = field(default=None, repr=False)
     aws_session_token: str | None = field(default=None, repr=False)
+    endpoint: str | None = None
+    multipart_part_size_mb: int | None = None
+    include_credentials: bool = True
+
+    def __post_init__(self) -> None:
+        if self.endpoint:
+            scheme, host = _split_endpoint(self.endpoint)
+            if self.endpoint_override is not None and self.endpoint_override != host:
+                raise ValueError(
+                    f"S3Config got endpoint={self.endpoint!r} and endpoint_override={self.endpoint_override!r}; "
+                    "give one of them"
+                )
+            object.__setattr__(self, "endpoint_override", host)
+            if scheme is not None:
+                object.__setattr__(self, "scheme", scheme)
+        if self.multipart_part_size_mb is not None:
+            size = int(self.multipart_part_size_mb) * 1024 * 1024
+            if self.multipart_part_size not in (size, _DEFAULT_PART_SIZE):
+                raise ValueError(
+                    f"S3Config got multipart_part_size_mb={self.multipart_part_size_mb} and "
+                    f"multipart_part_size={self.multipart_part_size}; give one of them"
+                )
+            object.__setattr__(self, "multipart_part_size", size)
+
+
+_DEFAULT_PART_SIZE = 8 * 1024 * 1024
+
+
+def _split_endpoint(endpoint: str) -> tuple[str | None, str]:
+    """``(scheme or None, host[:port])`` of ``http://host:port`` or a bare ``host:port``."""
+    if "://" not in endpoint:
+        return None, endpoint.rstrip("/")
+    scheme, rest = endpoint.split("://", 1)
+    if scheme not in ("http", "https") or not rest.strip("/") or "/" in rest.strip("/"):
+        raise ValueError(f"S3 endpoint {endpoint!r} must be http(s)://host[:port] or host:port")
+    return scheme, rest.strip("/")
 
 
 @dataclass(frozen=True)
@@ -238,6 +301,7 @@ def configure(
     s3: S3Config | None = None,
     write: WriteConfig | None = None,
     extra: Mapping[str, str] | None = None,
+    tile: Any = None,
 ) -> None:
     """Change settings for this process; contexts and open arrays are rebuilt lazily.
 
@@ -246,6 +310,8 @@ def configure(
         ...                       use_virtual_addressing=False))
     """
     global _settings
+    if tile is not None:  # radiobject's configure(tile=TileConfig(...))
+        write = replace(write or _settings.write, tile=tile)
     _settings = replace(
         _settings,
         read=read or _settings.read,
@@ -295,8 +361,16 @@ def tune_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 
         return False
 
 
-def ctx_for_threads() -> tiledb.Ctx:
-    """The context shared by every thread of this process (TileDB contexts are thread-safe)."""
+def ctx_for_threads(ctx: tiledb.Ctx | None = None) -> tiledb.Ctx:
+    """The context shared by every thread of this process (TileDB contexts are thread-safe);
+    ``ctx`` if one is given (radiobject's call shape: ``ctx_for_threads(shared_ctx)``).
+
+    Example:
+        >>> ctx_for_threads() is ctx_for_threads()
+        True
+    """
+    if ctx is not None:
+        return ctx
     state = _current_state()
     with state.lock:
         if state.ctx is None:
@@ -306,13 +380,35 @@ def ctx_for_threads() -> tiledb.Ctx:
         return state.ctx
 
 
-def ctx_for_process() -> tiledb.Ctx:
+def ctx_for_process(base_ctx: tiledb.Ctx | None = None) -> tiledb.Ctx:
     """The context of the calling process: a forked DataLoader worker gets its own, new one.
 
     Use it as ``worker_init_fn`` helper or simply call it inside a worker; it never returns
-    a context inherited from the parent.
+    a context inherited from the parent. With ``base_ctx`` (radiobject's call shape) it
+    returns a new context with that context's configuration.
+
+    Example:
+        >>> ctx_for_process() is ctx_for_threads()  # in the process that made it
+        True
+    """
+    if base_ctx is not None:
+        return tiledb.Ctx(base_ctx.config())
+    return ctx_for_threads()
+
+
+def get_tiledb_ctx() -> tiledb.Ctx:
+    """radiobject's name for the context of this process (same as :func:`ctx_for_threads`).
+
+    Example:
+        >>> get_tiledb_ctx() is ctx_for_threads()
+        True
     """
     return ctx_for_threads()
+
+
+def get_tiledb_config() -> tiledb.Config:
+    """radiobject's name for :func:`tiledb_config`: the config built from the settings."""
+    return tiledb_config()
 
 
 def with_retries(fn: Callable[[], _T], retries: int | None = None) -> _T:
@@ -334,21 +430,24 @@ def with_retries(fn: Callable[[], _T], retries: int | None = None) -> _T:
     raise AssertionError("unreachable")
 
 
-def open_array(uri: str, timestamp: Any = None, retry: bool = True) -> tiledb.Array:
-    """An array opened for reading, cached per process (and per ``timestamp`` if given);
-    a failed open is retried (:func:`with_retries`) unless ``retry`` is false.
+def open_array(uri: str, timestamp: Any = None, retry: bool = True, ctx: tiledb.Ctx | None = None) -> tiledb.Array:
+    """An array opened for reading, cached per process (and per ``timestamp`` and per ``ctx``
+    if given); a failed open is retried (:func:`with_retries`) unless ``retry`` is false.
 
+    ``ctx`` (a context the caller made, radiobject's ``Volume(uri, ctx=...)``) opens the
+    array with that context; by default the process's own (:func:`ctx_for_threads`).
     Callers must not close it; :func:`reset_caches` does.
     """
     retries = None if retry else 0
     if not _settings.read.cache_open_arrays:
-        return with_retries(lambda: tiledb.open(uri, "r", ctx=ctx_for_threads(), timestamp=timestamp), retries)
+        use = ctx or ctx_for_threads()
+        return with_retries(lambda: tiledb.open(uri, "r", ctx=use, timestamp=timestamp), retries)
     state = _current_state()
-    key = (uri, timestamp)
+    key = (uri, timestamp) if ctx is None else (uri, timestamp, id(ctx))
     arr = state.arrays.get(key)
     if arr is None:
-        ctx = ctx_for_threads()
-        arr = with_retries(lambda: tiledb.open(uri, "r", ctx=ctx, timestamp=timestamp), retries)
+        use = ctx or ctx_for_threads()
+        arr = with_retries(lambda: tiledb.open(uri, "r", ctx=use, timestamp=timestamp), retries)
         with state.lock:
             state.arrays[key] = arr
     return arr

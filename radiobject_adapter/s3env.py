@@ -110,6 +110,7 @@ def s3_config_from_env(env: Mapping[str, str] | None = None, base: S3Config | No
     endpoint = _first(env, ENDPOINT_VARS)
     if endpoint is not None:
         changes["scheme"], changes["endpoint_override"] = _endpoint(*endpoint)
+        changes["endpoint"] = None  # radiobject's alias would contradict the new endpoint
     region = _first(env, REGION_VARS)
     if region is not None:
         changes["region"] = region[1]
@@ -128,6 +129,7 @@ def s3_config_from_env(env: Mapping[str, str] | None = None, base: S3Config | No
     part_size = _positive_int(env, PART_SIZE_VAR)
     if part_size is not None:
         changes["multipart_part_size"] = part_size
+        changes["multipart_part_size_mb"] = None
     return replace(cfg, **changes)
 
 

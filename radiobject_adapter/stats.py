@@ -11,22 +11,32 @@ equals HTTP traffic only roughly: reads served by the VFS read-ahead cache
 (``vfs.read_ahead_size``, 100 KB) count without a request; S3 listings, retries and the
 read-ahead itself make requests and bytes not counted.
 
+radiobject's accessors work too: ``cache_stats()`` (``.hit_rate``), ``s3_stats()``
+(``.parallelization_rate``), ``all_counters()``, ``counters()`` and ``raw_json()``. They read
+the same TileDB counters radiobject reads; libtiledb 2.26+ has no tile cache, so
+``hit_rate`` is that of the tile-overlap cache of repeated subarrays, and libtiledb counts
+no parallelised reads, so ``parallelization_rate`` is 0.0 (as in radiobject).
+
 Example:
     >>> with TileDBStats() as stats:
     ...     vol[0:64, 0:64, 0:64]
     >>> stats.queries, stats.tiles_read, stats.bytes_read, stats.bytes_decoded
+    >>> stats.cache_stats().hit_rate, stats.s3_stats().read_ops
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import tiledb
 
-__all__ = ["TileDBStats", "count_query"]
+__all__ = ["CacheStats", "S3Stats", "TileDBStats", "count_query"]
+
+log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _queries = 0
@@ -44,6 +54,62 @@ def count_query(uri: str | None = None) -> None:
                 _s3_queries += 1
 
 
+@dataclass(frozen=True)
+class CacheStats:
+    """radiobject's cache figures (see the module docstring for what they count)."""
+
+    cache_hits: int
+    cache_misses: int
+    tile_bytes_read: int
+    vfs_read_bytes: int
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.cache_hits + self.cache_misses
+        return self.cache_hits / total if total else 0.0
+
+    @property
+    def miss_rate(self) -> float:
+        return 1.0 - self.hit_rate
+
+
+@dataclass(frozen=True)
+class S3Stats:
+    """radiobject's VFS figures: read / write operations and bytes (local files included)."""
+
+    read_ops: int
+    parallelized_reads: int
+    write_ops: int
+    total_bytes_read: int
+    total_bytes_written: int
+
+    @property
+    def parallelization_rate(self) -> float:
+        return self.parallelized_reads / self.read_ops if self.read_ops else 0.0
+
+
+class _Counters(dict):
+    """TileDB's counters by full name (a dict, as before); calling it, as radiobject's
+    ``stats.counters()``, gives them by short name (the part after the last dot)."""
+
+    def __call__(self) -> dict[str, int]:
+        short: dict[str, int] = {}
+        for key, value in self.items():
+            short.setdefault(key.rsplit(".", 1)[-1], value)
+        return short
+
+
+def _dump() -> str:
+    """TileDB's stats as JSON text; ``"{}"`` when the block ran no query (TileDB-Py's
+    ``stats_dump`` then fails with ``IndexError``)."""
+    try:
+        raw = tiledb.stats_dump(json=True, print_out=False)
+    except (IndexError, tiledb.TileDBError):
+        log.debug("TileDB stats_dump returned no data")
+        return "{}"
+    return raw if isinstance(raw, str) else json.dumps(raw)
+
+
 @dataclass
 class TileDBStats:
     """Context manager collecting TileDB read statistics of this process."""
@@ -56,7 +122,8 @@ class TileDBStats:
     s3_requests: int = 0
     s3_bytes: int = 0
     s3_slow_down_retries: int = 0
-    counters: dict[str, Any] = field(default_factory=dict)
+    counters: dict[str, Any] = field(default_factory=_Counters)
+    _raw: str = field(default="{}", repr=False)
 
     def __enter__(self) -> TileDBStats:
         global _active, _queries
@@ -69,19 +136,22 @@ class TileDBStats:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # Never raises: an exception of the block propagates unchanged.
         global _active
         try:
-            raw = tiledb.stats_dump(json=True, print_out=False)
-        except IndexError:  # TileDB-Py 0.36 fails on an empty dump: nothing was read inside the block
-            raw = {}
-        data = json.loads(raw) if isinstance(raw, str) else raw
-        counters = dict(data.get("counters", {})) if isinstance(data, dict) else {}
-        with _lock:
-            self.queries = _queries - self._start_queries
-            s3_queries = _s3_queries - self._start_s3_queries
-            _active -= 1
-        if not _active:
-            tiledb.stats_disable()
+            raw = _dump()
+            data = json.loads(raw)
+        except ValueError:
+            raw, data = "{}", {}
+        finally:
+            with _lock:
+                self.queries = _queries - self._start_queries
+                s3_queries = _s3_queries - self._start_s3_queries
+                _active -= 1
+                if not _active:
+                    tiledb.stats_disable()
+        self._raw = raw
+        counters = _Counters(data.get("counters", {}) if isinstance(data, dict) else {})
         self.counters = counters
 
         def total(suffix: str) -> int:
@@ -112,3 +182,34 @@ class TileDBStats:
             "s3_bytes": self.s3_bytes,
             "s3_slow_down_retries": self.s3_slow_down_retries,
         }
+
+    # -- radiobject's accessors ------------------------------------------------------------
+    def raw_json(self) -> str:
+        """TileDB's stats of the block as JSON text (``"{}"`` if it ran no query)."""
+        return self._raw
+
+    def all_counters(self) -> dict[str, Any]:
+        """Every TileDB counter of the block by full name."""
+        return dict(self.counters)
+
+    def _counter(self, suffix: str) -> int:
+        return int(sum(v for k, v in self.counters.items() if k.endswith(suffix)))
+
+    def cache_stats(self) -> CacheStats:
+        """radiobject's cache figures (tile-overlap cache hits; see the module docstring)."""
+        return CacheStats(
+            cache_hits=self._counter("tile_overlap_cache_hit"),
+            cache_misses=0,
+            tile_bytes_read=self._counter("read_unfiltered_byte_num"),
+            vfs_read_bytes=self._counter("VFS.read_byte_num"),
+        )
+
+    def s3_stats(self) -> S3Stats:
+        """radiobject's VFS figures (local reads count too; see the module docstring)."""
+        return S3Stats(
+            read_ops=self._counter("VFS.read_ops_num"),
+            parallelized_reads=0,
+            write_ops=self._counter("VFS.write_ops_num"),
+            total_bytes_read=self._counter("VFS.read_byte_num"),
+            total_bytes_written=self._counter("VFS.write_byte_num"),
+        )

@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from functools import cached_property
@@ -95,18 +96,81 @@ class Volume:
 
     Args:
         uri: the array URI (``<store>/collections/<name>/volumes/<i>``).
+        ctx: a TileDB context to open it with (radiobject's call shape, e.g.
+            ``Volume(uri, ctx=ctx_for_threads(shared_ctx))``); default: the process's own.
         timestamp: open the array as of this TileDB timestamp (time travel), e.g. to read an
-            earlier version of a label.
+            earlier version of a label (keyword only).
     """
 
-    def __init__(self, uri: str, timestamp: int | tuple[int, int] | None = None) -> None:
-        self.uri = uri
+    def __init__(
+        self, uri: str, ctx: tiledb.Ctx | None = None, *, timestamp: int | tuple[int, int] | None = None
+    ) -> None:
+        if ctx is not None and not isinstance(ctx, tiledb.Ctx):
+            raise TypeError(
+                f"Volume's second argument is a tiledb.Ctx, not {type(ctx).__name__}; "
+                "pass a time-travel timestamp as Volume(uri, timestamp=...)"
+            )
+        self.uri = str(uri)
+        self.ctx = ctx
+        self._ctx = ctx  # radiobject's attribute name
         self.timestamp = timestamp
+
+    # -- building (radiobject's calls; see radiobject_adapter.store.build) ---------------------
+    @classmethod
+    def create(cls, uri: str, shape: Sequence[int], dtype: Any = np.float32, ctx: tiledb.Ctx | None = None) -> Volume:
+        """An empty (fill-value) volume array of ``shape`` / ``dtype`` at ``uri``.
+
+        Example:
+            >>> Volume.create("vol0", (64, 64, 32), np.int16).shape
+            (64, 64, 32)
+        """
+        from radiobject_adapter.store.build import write_volume_array
+
+        write_volume_array(str(uri), None, shape, dtype, ctx=ctx)
+        return cls(str(uri), ctx)
+
+    @classmethod
+    def from_numpy(
+        cls, uri: str, data: np.ndarray, ctx: tiledb.Ctx | None = None, affine: np.ndarray | None = None
+    ) -> Volume:
+        """A volume array at ``uri`` holding ``data`` (3D or 4D), with ``affine`` if given.
+
+        Example:
+            >>> Volume.from_numpy("vol0", np.zeros((64, 64, 32), np.int16)).to_numpy().sum()
+            0
+        """
+        from radiobject_adapter.store.build import write_volume_array
+
+        write_volume_array(str(uri), np.asarray(data), affine=affine, ctx=ctx)
+        return cls(str(uri), ctx)
+
+    @classmethod
+    def from_nifti(
+        cls, uri: str, nifti_path: str, ctx: tiledb.Ctx | None = None, reorient: bool | None = None
+    ) -> Volume:
+        """A volume array at ``uri`` from a NIfTI file, with its affine and header facts;
+        ``reorient=True`` stores it turned to the closest canonical (RAS+) orientation.
+
+        Example:
+            >>> Volume.from_nifti("vol0", "case_001_0000.nii.gz").spacing
+        """
+        from radiobject_adapter.store.build import load_for_build, write_volume_array
+
+        loaded = load_for_build(str(nifti_path), reorient)
+        write_volume_array(str(uri), loaded.data, affine=loaded.affine, meta=loaded.array_metadata(), ctx=ctx)
+        return cls(str(uri), ctx)
+
+    def set_obs_id(self, obs_id: str) -> None:
+        """Store ``obs_id`` on the array (radiobject's call, before adding it to a collection)."""
+        from radiobject_adapter.store.build import set_volume_metadata
+
+        set_volume_metadata(self.uri, {"obs_id": obs_id}, ctx=self.ctx)
+        self.__dict__.pop("metadata", None)
 
     # -- array access -------------------------------------------------------------------
     @property
     def _array(self) -> tiledb.Array:
-        return open_array(self.uri, self.timestamp)
+        return open_array(self.uri, self.timestamp, ctx=self.ctx)
 
     @cached_property
     def metadata(self) -> dict[str, Any]:
@@ -156,6 +220,17 @@ class Volume:
         return affine_spacing(self.affine)
 
     @property
+    def tile_orientation(self) -> Any:
+        """How the array is tiled, as radiobject's ``SliceOrientation`` (``None`` if unknown)."""
+        from radiobject_adapter.ctx import SliceOrientation
+
+        value = self.metadata.get("tile_orientation")
+        try:
+            return SliceOrientation(str(value)) if value is not None else None
+        except ValueError:
+            return None
+
+    @property
     def source_path(self) -> str | None:
         value = self.metadata.get("source_path")
         return None if value is None else str(value)
@@ -177,7 +252,7 @@ class Volume:
             count_query(self.uri)
             try:
                 # no retries inside open_array: this loop is the retry (and reopens)
-                arr = open_array(self.uri, self.timestamp, retry=False)
+                arr = open_array(self.uri, self.timestamp, retry=False, ctx=self.ctx)
                 if _DIRECT_READS:
                     return _direct_read(arr, bounds, self.dtype)
                 out = arr.query(attrs=(VOXELS,))[sl]
@@ -202,6 +277,31 @@ class Volume:
         """The whole volume."""
         return self[...]
 
+    def slice(self, x: slice, y: slice, z: slice, t: slice | None = None) -> np.ndarray:
+        """radiobject's partial read with slice objects; ``vol[x, y, z]`` is the same."""
+        key = (x, y, z) if t is None or self.ndim == 3 else (x, y, z, t)
+        return self[key]
+
+    def get_statistics(self, percentiles: Sequence[float] | None = None) -> dict[str, float]:
+        """Mean, std, min, max, median and ``p<N>`` percentiles of all voxels (radiobject's call)."""
+        flat = self.to_numpy().ravel()
+        stats = {
+            "mean": float(flat.mean()),
+            "std": float(flat.std()),
+            "min": float(flat.min()),
+            "max": float(flat.max()),
+            "median": float(np.median(flat)),
+        }
+        for p, v in zip(percentiles or [], np.percentile(flat, list(percentiles or [])) if percentiles else []):
+            stats[f"p{int(p)}"] = float(v)
+        return stats
+
+    def compute_histogram(
+        self, bins: int = 256, value_range: tuple[float, float] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(counts, bin_edges)`` of the voxel values (radiobject's call)."""
+        return np.histogram(self.to_numpy().ravel(), bins=bins, range=value_range)
+
     def axial(self, z: int) -> np.ndarray:
         """Axial plane ``z`` as an (X, Y) array."""
         return self[:, :, z]
@@ -223,9 +323,17 @@ class Volume:
         return self[tuple(key)]
 
     # -- export -------------------------------------------------------------------------
-    def to_nifti(self, path: str, dtype: np.dtype | None = None) -> str:
-        """Write the volume as NIfTI with its affine and (when known) sform/qform codes."""
+    def to_nifti(self, path: str, dtype: np.dtype | None = None, compression: bool | None = None) -> str:
+        """Write the volume as NIfTI with its affine and (when known) sform/qform codes, to
+        ``path`` as given; ``compression=True`` (radiobject's flag, also accepted as the second
+        argument) adds ``.gz`` to a path without it. Returns the path written."""
         import nibabel as nib
+
+        if isinstance(dtype, bool):  # radiobject's to_nifti(path, compression)
+            dtype, compression = None, dtype
+        path = os.fspath(path)
+        if compression and not path.endswith(".gz"):
+            path += ".gz"
 
         data = self.to_numpy()
         if dtype is not None:

@@ -63,7 +63,9 @@ class DatasetConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "loading_mode", LoadingMode(self.loading_mode))
         if self.loading_mode is LoadingMode.PATCH and self.patch_size is None:
-            raise ValueError("LoadingMode.PATCH needs patch_size, e.g. DatasetConfig(..., patch_size=(64, 64, 64))")
+            raise ValueError(
+                "LoadingMode.PATCH needs patch_size (patch_size required), e.g. DatasetConfig(..., patch_size=(64, 64, 64))"
+            )
         if self.patch_size is not None:
             size = tuple(int(p) for p in self.patch_size)
             if len(size) != 3 or min(size) < 1:

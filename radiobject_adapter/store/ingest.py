@@ -121,8 +121,7 @@ def _collect(images: Mapping[str, Any], subject_pattern: str | None) -> dict[str
     by_subject: dict[str, dict[str, str]] = {}
     for collection, spec in images.items():
         seen: dict[str, str] = {}
-        for path in discover_files(spec):
-            sid = subject_id_from_path(path, subject_pattern)
+        for path, sid in _files_and_subjects(spec, subject_pattern):
             if sid in seen:
                 raise IngestError(
                     f"collection {collection!r}: files {seen[sid]!r} and {path!r} both map to subject "
@@ -131,6 +130,19 @@ def _collect(images: Mapping[str, Any], subject_pattern: str | None) -> dict[str
             seen[sid] = path
             by_subject.setdefault(sid, {})[collection] = path
     return by_subject
+
+
+def _files_and_subjects(spec: Any, subject_pattern: str | None) -> list[tuple[str, str]]:
+    """``(path, subject id)`` pairs of one collection: ids from the file names, or given as
+    radiobject's ``[(path, subject_id), ...]`` lists."""
+    if isinstance(spec, (list, tuple)) and spec and all(isinstance(i, (list, tuple)) and len(i) == 2 for i in spec):
+        pairs = []
+        for path, sid in spec:
+            if not os.path.isfile(os.fspath(path)):
+                raise FileNotFoundError(f"no such file: {os.fspath(path)!r} (subject {sid!r})")
+            pairs.append((os.fspath(path), str(sid)))
+        return pairs
+    return [(path, subject_id_from_path(path, subject_pattern)) for path in discover_files(spec)]
 
 
 def _check_pair(image: LoadedVolume, label: LoadedVolume, atol: float) -> str | None:
@@ -194,7 +206,8 @@ def ingest_niftis(
 
     Args:
         uri: store location (local path or ``s3://``).
-        images: ``{collection: files}``; files as a glob, a folder, a list file or a list.
+        images: ``{collection: files}``; files as a glob, a folder, a list file, a list, or
+            a list of ``(path, subject_id)`` pairs (radiobject's form: ids given, not parsed).
         obs_meta: subject table (CSV path or DataFrame) joined on subject id.
         subject_column: the table's subject id column (default: auto-detected).
         subject_pattern: regex overriding the file-name rule (see :mod:`.naming`).

@@ -26,6 +26,8 @@ from radiobject_adapter.store.collection import VolumeCollection
 from radiobject_adapter.store.dataframe import read_dataframe
 from radiobject_adapter.store.layout import collection_uri, drop_torn_fragments, join_uri, read_format_version
 from radiobject_adapter.store.lease import WriterLease
+from radiobject_adapter.store.selection import SubjectSelection
+from radiobject_adapter.store.table import Table
 
 __all__ = ["RadiObject", "StoreNotFoundError", "is_store", "split_subjects"]
 
@@ -73,20 +75,35 @@ def split_subjects(subject_ids: Iterable[str], val_fraction: float = 0.2, seed: 
     return sorted(set(ids) - set(val)), val
 
 
-class RadiObject:
+class RadiObject(SubjectSelection):
     """A store opened for reading (local path or ``s3://`` URI).
 
     Args:
         uri: the store's root.
-        subjects: restrict to these subject ids (used by :meth:`filter`).
+        ctx: a TileDB context to read with (radiobject's call shape); default: the process's.
+        subjects: restrict to these subject ids (used by :meth:`filter`, ``iloc``, ``loc``...).
+        collections: restrict to these collections (used by :meth:`select_collections`).
     """
 
-    def __init__(self, uri: str, subjects: Iterable[str] | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        ctx: tiledb.Ctx | None = None,
+        subjects: Iterable[str] | None = None,
+        collections: Iterable[str] | None = None,
+    ) -> None:
+        if ctx is not None and not isinstance(ctx, tiledb.Ctx):
+            raise TypeError(
+                f"RadiObject's second argument is a tiledb.Ctx, not {type(ctx).__name__}; "
+                "pass subjects by keyword: RadiObject(uri, subjects=[...])"
+            )
         uri = str(uri).rstrip("/")
         # datalists carry this URI into other processes and folders: make local paths absolute
         self.uri = uri if "://" in uri else os.path.abspath(uri)
+        self._ctx = ctx
         self._subjects = frozenset(subjects) if subjects is not None else None
-        ctx = ctx_for_threads()
+        self._collection_filter = tuple(collections) if collections is not None else None
+        ctx = ctx or ctx_for_threads()
         if "://" not in self.uri and not WriterLease(self.uri, tiledb.VFS(ctx=ctx)).others_alive():
             drop_torn_fragments(self.uri)  # a killed writer's empty metadata file would block opening
 
@@ -108,18 +125,65 @@ class RadiObject:
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
-    def from_niftis(cls, uri: str, images: dict[str, Any], **kwargs: Any) -> RadiObject:
-        """Ingest NIfTI files into ``uri`` and open it (see :func:`ingest_niftis` for options)."""
-        from radiobject_adapter.store.ingest import ingest_niftis
+    def from_niftis(cls, uri: str, images: dict[str, Any] | None = None, **kwargs: Any) -> RadiObject:
+        """Ingest NIfTI files into ``uri`` and open it (see :func:`ingest_niftis` for options).
 
-        ingest_niftis(uri, images, **kwargs)
-        return cls(uri)
+        radiobject's older forms work too: ``niftis=[(path, subject_id), ...]``,
+        ``image_dir=...`` with ``collection_name=...``, and lists of ``(path, subject_id)``
+        as the values of ``images`` (see :func:`~radiobject_adapter.store.build.niftis_to_images`).
+        """
+        from radiobject_adapter.store.build import ingest_nifti_forms
+
+        ctx = kwargs.pop("ctx", None)
+        ingest_nifti_forms(uri, images, kwargs)
+        return cls(uri, ctx)
+
+    @classmethod
+    def from_images(cls, uri: str, images: dict[str, Any], **kwargs: Any) -> RadiObject:
+        """radiobject's newer name for :meth:`from_niftis` (NIfTI inputs)."""
+        return cls.from_niftis(uri, images, **kwargs)
+
+    @classmethod
+    def from_collections(
+        cls,
+        uri: str,
+        collections: dict[str, Any],
+        obs_meta: pd.DataFrame | None = None,
+        ctx: tiledb.Ctx | None = None,
+    ) -> RadiObject:
+        """A store at ``uri`` holding copies of ``{name: VolumeCollection or its URI}`` and the
+        subject table ``obs_meta`` (default: the collections' subjects).
+
+        Example:
+            >>> ct = VolumeCollection.from_niftis("ct", [("a.nii.gz", "sub-01")], name="CT")
+            >>> RadiObject.from_collections("store", {"CT": ct}).CT.subject_ids
+            ['sub-01']
+        """
+        from radiobject_adapter.store.build import copy_collections
+
+        copy_collections(uri, collections, obs_meta, ctx=ctx)
+        return cls(uri, ctx)
+
+    _from_volume_collections = from_collections  # radiobject's test fixtures call the private name
+
+    def append(self, images: dict[str, Any] | None = None, **kwargs: Any) -> RadiObject:
+        """Ingest more NIfTI files into this store (any form :meth:`from_niftis` takes, e.g.
+        radiobject's ``niftis=[(path, subject_id)], obs_meta=df``); subjects already
+        present in a collection are skipped. Returns ``self``, refreshed."""
+        from radiobject_adapter.store.build import ingest_nifti_forms
+
+        if self.is_view:
+            raise TypeError("cannot append to a selection of a store; append to RadiObject(uri)")
+        report = ingest_nifti_forms(self.uri, images, kwargs)
+        if report.failures:
+            raise ValueError("append rejected some subjects:\n" + report.summary())
+        return self.refresh()
 
     # -- structure ------------------------------------------------------------------------
     @cached_property
     def metadata(self) -> dict[str, Any]:
         def read() -> dict[str, Any]:
-            with tiledb.Group(self.uri, "r", ctx=ctx_for_threads()) as grp:
+            with tiledb.Group(self.uri, "r", ctx=self._ctx or ctx_for_threads()) as grp:
                 return {k: grp.meta[k] for k in grp.meta}
 
         return with_retries(read)
@@ -127,17 +191,22 @@ class RadiObject:
     @cached_property
     def collection_names(self) -> tuple[str, ...]:
         def read() -> tuple[str, ...]:
-            with tiledb.Group(join_uri(self.uri, "collections"), "r", ctx=ctx_for_threads()) as grp:
+            with tiledb.Group(join_uri(self.uri, "collections"), "r", ctx=self._ctx or ctx_for_threads()) as grp:
                 return tuple(sorted(m.name for m in grp))
 
-        return with_retries(read)
+        names = with_retries(read)
+        if self._collection_filter is not None:
+            return tuple(n for n in self._collection_filter if n in names)
+        return names
 
     def collection(self, name: str) -> VolumeCollection:
         """The collection ``name`` (e.g. ``"CT"``, ``"seg"``)."""
         if name not in self.collection_names:
             raise KeyError(f"no collection {name!r} in {self.uri!r}; collections: {list(self.collection_names)}")
         if name not in self._collections:
-            self._collections[name] = VolumeCollection(collection_uri(self.uri, name), name, self._subjects)
+            self._collections[name] = VolumeCollection(
+                collection_uri(self.uri, name), self._ctx, name=name, subjects=self._subjects
+            )
         return self._collections[name]
 
     def __getattr__(self, name: str) -> VolumeCollection:
@@ -148,8 +217,17 @@ class RadiObject:
         except KeyError as err:
             raise AttributeError(str(err)) from None
 
-    def __getitem__(self, name: str) -> VolumeCollection:
-        return self.collection(name)
+    def __getitem__(self, key: Any) -> Any:
+        """A collection by name (``radi["CT"]``); a name that is no collection but a subject
+        id selects that subject, as in radiobject (``radi["sub-01"]``); lists, slices and
+        boolean masks select subjects (see :attr:`iloc` / :attr:`loc`)."""
+        if isinstance(key, str):
+            if key in self.collection_names or key not in self.obs_subject_ids:
+                return self.collection(key)
+            return self.loc[key]
+        if isinstance(key, list) and key and all(isinstance(k, str) for k in key):
+            return self.loc[key]
+        return self.iloc[key]
 
     def refresh(self) -> RadiObject:
         """Forget cached listings (after another process wrote to the store)."""
@@ -160,15 +238,17 @@ class RadiObject:
 
     # -- subjects -------------------------------------------------------------------------
     @cached_property
-    def obs_meta(self) -> pd.DataFrame:
-        """The subject table: ``obs_subject_id`` plus user columns (``diagnosis``, ``age``...)."""
+    def obs_meta(self) -> Table:
+        """The subject table: ``obs_subject_id`` plus user columns (``diagnosis``, ``age``...);
+        a pandas DataFrame that also has radiobject's ``.read(columns=..., value_filter=...)``."""
         uri = join_uri(self.uri, "obs_meta")
-        if tiledb.object_type(uri, ctx=ctx_for_threads()) != "array":
-            return pd.DataFrame({"obs_subject_id": self.subject_ids})
-        df = read_dataframe(uri, ctx=ctx_for_threads())
+        ctx = self._ctx or ctx_for_threads()
+        if tiledb.object_type(uri, ctx=ctx) != "array":
+            return Table(pd.DataFrame({"obs_subject_id": self.subject_ids}))
+        df = read_dataframe(uri, ctx=ctx)
         if self._subjects is not None:
             df = df[df["obs_subject_id"].isin(self._subjects)]
-        return df.sort_values("obs_subject_id").reset_index(drop=True)
+        return Table(df.sort_values("obs_subject_id").reset_index(drop=True))
 
     @property
     def subject_ids(self) -> list[str]:
@@ -195,7 +275,7 @@ class RadiObject:
 
     def filter(self, expr: str) -> RadiObject:
         """A view of the store restricted to the subjects matching ``expr``."""
-        return RadiObject(self.uri, subjects=self.query(expr))
+        return self._with(subjects=self.query(expr))
 
     # -- MONAI ----------------------------------------------------------------------------
     def datalist(
