@@ -1,5 +1,6 @@
 """What each benchmark mode runs: data sets, repeats, time budgets.
 
+The modes are declared in ``configs/benchmarks.yaml``; :class:`BenchConfig` holds the defaults.
 ``quick`` (``make bench-quick``) keeps the 512×512×160 size so that the ratios mean the same
 thing as in ``full``, with fewer subjects and shorter timing windows. ``tiny`` exists for the
 smoke test only (seconds, numbers meaningless).
@@ -7,7 +8,10 @@ smoke test only (seconds, numbers meaningless).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from radiobundles.settings import load_settings
 
 PATCH = (64, 64, 64)
 BATCH = 4
@@ -59,53 +63,20 @@ class BenchConfig:
         return next(d for d in self.datasets if d.name == name)
 
 
-FULL = BenchConfig(
-    mode="full",
-    datasets=(DataSpec("large", 10, (512, 512, 160)), DataSpec("small", 20, (128, 128, 96))),
-    repeats=3,
-    batches_per_repeat=25,
-    repeat_budget_s=10.0,
-    micro_reads=300,
-    micro_slow_reads=5,
-    contender_timeout_s=900.0,
-    levers=True,
-)
+def mode_from_settings(name: str, spec: dict[str, Any]) -> BenchConfig:
+    """A :class:`BenchConfig` from one mode of ``configs/benchmarks.yaml`` (lists become tuples)."""
+    spec = dict(spec)
+    known = {f.name for f in fields(BenchConfig)} - {"mode"}
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise ValueError(f"configs/benchmarks.yaml mode {name!r}: unknown settings {unknown}; known: {sorted(known)}")
+    datasets = tuple(
+        DataSpec(d["name"], int(d["n_subjects"]), tuple(int(n) for n in d["shape"]), int(d.get("seed", 0)))
+        for d in spec.pop("datasets")
+    )
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
+    return BenchConfig(mode=name, datasets=datasets, **values)
 
-QUICK = BenchConfig(
-    mode="quick",
-    datasets=(DataSpec("large", 3, (512, 512, 160)), DataSpec("small", 6, (128, 128, 96))),
-    repeats=2,
-    warmup_batches=1,
-    batches_per_repeat=12,
-    min_batches_per_repeat=2,
-    repeat_budget_s=2.5,
-    patches_per_volume=16,
-    micro_reads=100,
-    micro_slow_reads=2,
-    repeats_with_workers=1,
-    slow_loader_repeats=1,
-    skip_loaders=("radiobject-axial",),  # its reads are in the micro benchmarks; full runs its loader
-    contender_timeout_s=150.0,
-    batch_timeout_s=10.0,
-    levers=False,
-)
 
-TINY = BenchConfig(
-    mode="tiny",
-    datasets=(DataSpec("large", 2, (80, 80, 72)),),
-    workers=(0,),
-    repeats=1,
-    warmup_batches=1,
-    batches_per_repeat=2,
-    min_batches_per_repeat=1,
-    repeat_budget_s=1.0,
-    patches_per_volume=4,
-    micro_reads=8,
-    micro_slow_reads=1,
-    contender_timeout_s=60.0,
-    batch_timeout_s=20.0,
-    levers=False,
-    loader_sets=("large",),
-)
-
-MODES = {"full": FULL, "quick": QUICK, "tiny": TINY}
+MODES = {name: mode_from_settings(name, spec) for name, spec in load_settings("benchmarks.yaml")["modes"].items()}
+FULL, QUICK, TINY = MODES["full"], MODES["quick"], MODES["tiny"]

@@ -25,7 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from monai.data import MetaTensor
 from monai.data.utils import set_rnd
@@ -35,15 +34,14 @@ from torch.utils.data import Dataset
 
 from radiobject_adapter.address import resolve_volume
 from radiobject_adapter.data.config import DatasetConfig, LoadingMode
+from radiobject_adapter.data.labels import LabelSource, chosen_collections, resolve_labels
 from radiobject_adapter.data.patches import patch_affine, read_patch, start_around, uniform_start
 from radiobject_adapter.store.collection import VolumeCollection
 from radiobject_adapter.store.foreground import ForegroundIndex, ensure_foreground_index
-from radiobject_adapter.store.radiobject import RadiObject
 from radiobject_adapter.volume import Volume
 
 __all__ = ["LabelSource", "SegmentationDataset", "TileDBDataset", "VolumeCollectionDataset"]
 
-LabelSource = str | pd.DataFrame | Mapping[str, Any] | Callable[[str], Any] | None
 Transform = Callable[[dict[str, Any]], Any] | None
 
 
@@ -317,29 +315,6 @@ class TileDBDataset(Dataset, Randomizable):
         return None
 
 
-def _chosen_collections(collections: Any, modalities: Sequence[str] | None) -> list[VolumeCollection]:
-    """The collections a :class:`VolumeCollectionDataset` stacks (see its ``collections``)."""
-    if isinstance(collections, RadiObject):
-        names = list(modalities) if modalities is not None else list(collections.collection_names)
-        unknown = [n for n in names if n not in collections.collection_names]
-        if unknown:
-            raise ValueError(
-                f"modalities {unknown} are not collections of {collections.uri}; "
-                f"it has {list(collections.collection_names)}"
-            )
-        return [collections.collection(n) for n in names]
-    cols = [collections] if isinstance(collections, VolumeCollection) else list(collections)
-    if modalities is not None:
-        by_name = {c.name: c for c in cols}
-        unknown = [n for n in modalities if n not in by_name]
-        if unknown:
-            raise ValueError(f"modalities {unknown} are not among the given collections {list(by_name)}")
-        cols = [by_name[n] for n in modalities]
-    if not cols:
-        raise ValueError("give at least one collection")
-    return cols
-
-
 class VolumeCollectionDataset(TileDBDataset):
     """Volumes of one or more collections (stacked as channels), with optional class labels.
 
@@ -370,7 +345,7 @@ class VolumeCollectionDataset(TileDBDataset):
         **kwargs: Any,
     ) -> None:
         config = config or DatasetConfig()
-        cols = _chosen_collections(collections, config.modalities)
+        cols = chosen_collections(collections, config.modalities)
         if labels is None:
             labels = config.label_column
         subjects = [s for s in cols[0].subject_ids if all(s in c.subject_ids for c in cols[1:])]
@@ -386,41 +361,9 @@ class VolumeCollectionDataset(TileDBDataset):
         self._targets = self._resolve_labels(labels)
 
     def _resolve_labels(self, labels: LabelSource) -> list[Any] | None:
-        if labels is None:
-            return None
         obs_ids = [r["images"][0].obs_id for r in self.records]
         subjects = [r["extra"]["subject_id"] for r in self.records]
-        if callable(labels) and not isinstance(labels, (str, pd.DataFrame, Mapping)):
-            return [labels(o) for o in obs_ids]
-        if isinstance(labels, str):
-            obs = self.collections[0].obs.set_index("obs_id")
-            if labels in obs.columns:
-                return [obs.at[o, labels] for o in obs_ids]
-            root = self.collections[0].uri.rsplit("/collections/", 1)[0]
-            table = RadiObject(root).obs_meta.set_index("obs_subject_id")
-            if labels not in table.columns:
-                raise KeyError(
-                    f"no column {labels!r} in the collection obs or the subject table ({list(table.columns)})"
-                )
-            return [table.at[s, labels] for s in subjects]
-        if isinstance(labels, pd.DataFrame):
-            df = labels
-            key = next((k for k in ("obs_id", "obs_subject_id", "subject_id") if k in df.columns), None)
-            df = df.set_index(key) if key else df
-            values = [c for c in df.columns if c not in ("obs_id", "obs_subject_id", "subject_id")]
-            if len(values) != 1:
-                raise ValueError(f"label DataFrame needs exactly one value column, has {values}")
-            labels = df[values[0]].to_dict()
-        mapping = dict(labels)
-        out = []
-        for o, s in zip(obs_ids, subjects):
-            if o in mapping:
-                out.append(mapping[o])
-            elif s in mapping:
-                out.append(mapping[s])
-            else:
-                raise KeyError(f"no label for {o!r} (subject {s!r})")
-        return out
+        return resolve_labels(labels, self.collections[0], obs_ids, subjects)
 
     def target_for(self, rec_index: int) -> Any:
         if self._targets is None:
