@@ -198,13 +198,16 @@ class RadiobundlesApp(MONAILabelApp):
         if not isinstance(image, str) or self._written_by_server(image):
             return super().infer(request, datastore)
         datastore = datastore or self.datastore()
-        path = datastore.get_image_uri(check_image_id(image))
+        image = check_image_id(image)
+        if isinstance(datastore, TileDBDatastore):  # Slicer names a volume it uploaded by its node name
+            image = datastore.resolve_upload(image, request.get("client_id"))
+        path = datastore.get_image_uri(image)
         if not path:  # the local datastore answers "" for an unknown id
             raise ImageNotFound(f"unknown image id {image!r}; GET /datastore/?output=all lists the ids")
         result = super().infer({**request, "image": path}, datastore)
         if request.get("save_label", False) and result.get("file"):  # as MONAI Label does for an image id
             tag = request.get("label_tag", DefaultLabelTag.ORIGINAL)
-            info = {"model": request.get("model"), "params": result.get("params")}
+            info = {"model": request.get("model"), "params": result.get("params"), "source": "inference"}
             result["label"] = datastore.save_label(image, result["file"], tag, info)
         return result
 
