@@ -173,14 +173,18 @@ class StoreBundleTrainTask(BundleTrainTask):
 
     def _advertised_overrides(self) -> dict[str, Any]:
         """The bundle's tunable values as /info/ offers them: scalars only (Slicer reduces every
-        list to its first item and shows lists as choices), a cubic ``patch_size`` as one edge."""
+        list to its first item and shows lists as choices), ``patch_size`` as one edge when
+        cubic, else as text ``"96,96,64"``."""
         out: dict[str, Any] = {}
         for key, (kind, count) in OVERRIDES.items():
             value = self.bundle_config.get(key)
-            if count is not None and isinstance(value, list) and value and len(set(value)) == 1:
-                value = value[0]
+            if count is not None and isinstance(value, list) and len(value) == count:
+                if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                    # one edge for a cube, else text ("96,96,64"): Slicer would send a list's first item
+                    out[key] = kind(value[0]) if len(set(value)) == 1 else ",".join(str(kind(v)) for v in value)
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue  # an expression or a non-cubic patch: not offered (a request may still set it)
+                continue  # an expression: not offered (a request may still set a number)
             out[key] = kind(value)
         return out
 

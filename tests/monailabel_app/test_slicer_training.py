@@ -40,7 +40,9 @@ def test_every_option_slicer_posts_back_is_accepted(task):
     task._check_request(request)
     assert request["run_id"] == "run" and request["model_filename"] == "model.pt"
     overrides = bundle_overrides(request)
-    assert overrides["patch_size"] == [config["patch_size"]] * 3  # offered as one edge, a scalar
+    offered = config["patch_size"]  # one edge for a cube (a scalar), else "x,y,z" text
+    expected = [offered] * 3 if isinstance(offered, int) else [int(v) for v in offered.split(",")]
+    assert overrides["patch_size"] == expected
     # every value of every offered list works too (the annotator picks it in a combo box)
     for key, values in config.items():
         for value in values if isinstance(values, list) else []:
@@ -80,7 +82,7 @@ def test_after_a_training_model_pt_stays_the_first_choice(tmp_path):
     assert model_choices(str(tmp_path)) == ["model.pt", "best.pt", "last.pt", "periodic_0010.pt"]
 
 
-def test_cubic_patch_sizes_may_come_as_one_number_or_text():
+def test_patch_sizes_may_come_as_one_number_or_text():
     assert bundle_overrides({"patch_size": 32}) == {"patch_size": [32, 32, 32]}
     assert bundle_overrides({"patch_size": "96, 96, 64"}) == {"patch_size": [96, 96, 64]}
     with pytest.raises(InvalidRequest, match="training option"):
