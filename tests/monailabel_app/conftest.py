@@ -52,6 +52,12 @@ def make_label_project(root: str, seed: int = 3) -> LabelProject:
     return LabelProject(root, store, held, dict(zip(ds.subject_ids, ds.images)))
 
 
+@pytest.fixture(scope="session")
+def label_project_maker():
+    """:func:`make_label_project`, for module-scoped fixtures of other modules."""
+    return make_label_project
+
+
 @pytest.fixture
 def project(tmp_path) -> LabelProject:
     return make_label_project(str(tmp_path))

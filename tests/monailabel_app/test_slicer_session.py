@@ -25,6 +25,10 @@ from monailabel.client import MONAILabelClient
 from radiobject_adapter import RadiObject
 
 MODEL = "ct_segmentation_3d"
+# the server command of the README; epistemic scoring (MC-dropout passes over every unlabelled
+# image at start-up and after each training) is off here: the plugin's calls do not use it, and
+# it would compete with the session for the CPU (test_server_store.py covers it)
+CONF = {"models": MODEL, "epistemic": "false"}
 DICOM_NAME = "3: CT ABDOMEN W/CONTRAST"
 CLIENT_ID = "radiologist1"
 
@@ -88,9 +92,17 @@ def poll_training(client: MONAILabelClient, until, timeout: float = 600.0) -> li
     raise AssertionError(f"training did not reach the expected state: {seen[-3:]}")
 
 
+@pytest.fixture(scope="module")
+def session_server(tmp_path_factory, label_server_factory, label_project_maker):
+    proj = label_project_maker(str(tmp_path_factory.mktemp("slicer_session")))
+    server = label_server_factory(proj.store, {**CONF, "workspace": os.path.join(proj.root, "workspace")})
+    return server, proj
+
+
 @pytest.mark.slow
-def test_a_slicer_session_from_connect_to_reviewer(store_server, tmp_path):
-    server, proj = store_server
+@pytest.mark.timeout(1500)  # two trainings and eight infers: ~3 min idle, several times that on a busy machine
+def test_a_slicer_session_from_connect_to_reviewer(session_server, tmp_path):
+    server, proj = session_server
     url = server.url
     client = MONAILabelClient(url, tmpdir=str(tmp_path), client_id=CLIENT_ID)
 
