@@ -15,6 +15,7 @@ import pytest
 
 from monailabel_app.lib.datastore import TileDBDatastore
 from monailabel_app.lib.errors import BadLabelUpload, InvalidRequest
+from monailabel_app.lib.local_datastore import CheckedLocalDatastore
 from monailabel_app.lib.uploads import nrrd_affine
 from monailabel_app.lib.versions import fragment_timestamps, read_version
 from radiobject_adapter import RadiObject
@@ -170,3 +171,17 @@ def test_ground_truth_appears_as_the_original_label_slicer_looks_for(datastore, 
     np.testing.assert_array_equal(np.asarray(nib.load(datastore.get_label_uri("case_000", "original")).dataobj), truth)
     np.testing.assert_array_equal(np.asarray(nib.load(datastore.get_label_uri("case_000", "final")).dataobj), corrected)
     assert "original" not in datastore.json()["objects"]["case_002"]["labels"]  # nothing to show yet
+
+
+def test_a_nifti_folder_refuses_ids_that_would_name_files_outside_it(project, tmp_path):
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    local = CheckedLocalDatastore(str(studies), extensions=("*.nii.gz",), auto_reload=False)
+    assert local.add_image("case_001", project.images["case_001"], {}) == "case_001"
+    for bad, message in (("../../escape", "invalid image id"), (DICOM_NAME, "rename the volume")):
+        with pytest.raises(InvalidRequest, match=message) as caught:
+            local.add_image(bad, project.images["case_001"], {})
+        assert caught.value.status_code == 400
+    with pytest.raises(InvalidRequest, match="invalid label tag"):
+        local.save_label("case_001", project.images["case_001"], "../x", {})
+    assert not os.path.exists(tmp_path.parent / "escape.nii.gz")  # where ../../escape would have gone
