@@ -33,7 +33,6 @@ import numpy as np
 import tiledb
 from monai.transforms import AsDiscreted, Invertd, SaveImaged
 from monailabel.config import settings
-from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.infer_v2 import InferTask
@@ -51,6 +50,7 @@ from monailabel_app.lib.conf import AppConf, placeholder_root
 from monailabel_app.lib.datastore import TileDBDatastore
 from monailabel_app.lib.errors import ImageNotFound
 from monailabel_app.lib.infer import ThreadSafeBundleInferTask
+from monailabel_app.lib.local_datastore import CheckedLocalDatastore
 from monailabel_app.lib.store_access import check_image_id
 from monailabel_app.lib.train import StoreBundleTrainTask
 from radiobject_adapter.config import ctx_for_threads
@@ -126,7 +126,7 @@ class RadiobundlesApp(MONAILabelApp):
                 c.store, c.workspace, c.image_collection, c.label_collection, affine_atol=c.label_affine_atol
             )
         logger.info(f"Datastore: NIfTI folder {self.studies} (MONAI Label local datastore)")
-        return LocalDatastore(
+        return CheckedLocalDatastore(
             self.studies,
             extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
@@ -198,13 +198,16 @@ class RadiobundlesApp(MONAILabelApp):
         if not isinstance(image, str) or self._written_by_server(image):
             return super().infer(request, datastore)
         datastore = datastore or self.datastore()
-        path = datastore.get_image_uri(check_image_id(image))
+        image = check_image_id(image)
+        if isinstance(datastore, TileDBDatastore):  # Slicer names a volume it uploaded by its node name
+            image = datastore.resolve_upload(image, request.get("client_id"))
+        path = datastore.get_image_uri(image)
         if not path:  # the local datastore answers "" for an unknown id
             raise ImageNotFound(f"unknown image id {image!r}; GET /datastore/?output=all lists the ids")
         result = super().infer({**request, "image": path}, datastore)
         if request.get("save_label", False) and result.get("file"):  # as MONAI Label does for an image id
             tag = request.get("label_tag", DefaultLabelTag.ORIGINAL)
-            info = {"model": request.get("model"), "params": result.get("params")}
+            info = {"model": request.get("model"), "params": result.get("params"), "source": "inference"}
             result["label"] = datastore.save_label(image, result["file"], tag, info)
         return result
 

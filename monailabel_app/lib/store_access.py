@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import threading
 import time
@@ -41,7 +42,7 @@ from radiobject_adapter.store.layout import Tiling, affine_to_json, make_obs_id
 from radiobject_adapter.store.lease import WriterLease
 from radiobject_adapter.store.writer import StoreWriter
 
-__all__ = ["FINAL_TAG", "StoreAccess", "check_image_id", "check_tag"]
+__all__ = ["FINAL_TAG", "StoreAccess", "check_image_id", "check_tag", "file_name"]
 
 FINAL_TAG = "final"
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -50,19 +51,41 @@ _SHARED_META = ("nifti_sform_code", "nifti_qform_code", "nifti_xyzt_units", "ori
 
 
 def check_image_id(image_id: object) -> str:
-    """``image_id`` if it can be a subject id; raises :class:`InvalidRequest` (HTTP 400) otherwise."""
+    """``image_id`` if it can be a subject id; raises :class:`InvalidRequest` (HTTP 400) otherwise.
+
+    Any name 3D Slicer gives a volume node is an id, ``/`` included (DICOM series descriptions
+    such as ``3: CT ABDOMEN W/CONTRAST``): ids name subjects, never files (arrays are stored
+    under numbered members, cached files under a sanitised name, :func:`file_name`). What could
+    pass for a path out of the store is refused: a leading ``/``, a ``..`` segment, ``\\`` and
+    control characters.
+    """
     if (
         not isinstance(image_id, str)
         or not image_id.strip()
         or len(image_id) > 255
-        or any(bad in image_id for bad in ("/", "\\", ".."))
+        or image_id.startswith("/")
+        or "\\" in image_id
+        or ".." in image_id.split("/")
         or any(ord(c) < 32 for c in image_id)
     ):
         raise InvalidRequest(
-            f"invalid image id {image_id!r}: an image id is a subject id of the store, without '/', '\\', "
-            "'..' or control characters"
+            f"invalid image id {image_id!r}: an image id is a subject id of the store (any name, '/' included), "
+            "without a leading '/', '..' segments, '\\' or control characters"
         )
     return image_id
+
+
+def file_name(image_id: str, ext: str = ".nii.gz") -> str:
+    """A file name for an image id, safe on every client (Slicer saves downloads under it).
+
+    Example:
+        >>> file_name("3: CT ABDOMEN W/CONTRAST")
+        '3_ CT ABDOMEN W_CONTRAST-a024976a.nii.gz'
+    """
+    safe = re.sub(r"[^A-Za-z0-9 ._()+,=-]", "_", image_id).strip(" .") or "image"
+    if safe != image_id:  # two ids that sanitise alike still get two names
+        safe = f"{safe}-{hashlib.sha1(image_id.encode()).hexdigest()[:8]}"
+    return f"{safe}{ext}"
 
 
 def check_tag(tag: object) -> str:

@@ -14,6 +14,15 @@ bundle's ``train#dataset#data``, ``validate#dataset#data``, ``train#trainer#max_
 * the datalists reach the bundle through a small JSON file and a ``_target_`` that loads it:
   MONAI 1.6 rewrites every ``#`` in a bundle config string to ``::``, which would corrupt the
   store addresses (``<store>#CT/case_000``) were they passed as config values;
+* what 3D Slicer sends works: it posts the whole trainer config of ``/info/`` back with every
+  list reduced to its first item, so ``run_id`` arrives as ``""`` (MONAI would then evaluate
+  the whole ``train.json``, including the bundle's own datalist from its placeholder
+  ``dataset_dir``): an empty ``run_id`` means ``run``, ``dataset_dir`` and the collections
+  always name the app's store, and ``model_filename`` offers ``model.pt`` first (see
+  :func:`model_choices`);
+* ``/info/`` ``train_stats`` reports the running training's epoch, total epochs and best metric
+  (and the last run's once it ended) from the ``train_stats.json`` a
+  :class:`~monailabel_app.lib.train_stats.TrainStatsWriter` writes (see that module);
 * MLflow, when a request asks for it, logs to a SQLite database in the workspace (MONAI 1.6
   refuses MLflow's file store), with MONAI's default MLflow handlers except that the training
   loss is read from the bundle's non-decollated output (MONAI's default expects a list and
@@ -22,11 +31,13 @@ bundle's ``train#dataset#data``, ``validate#dataset#data``, ``train#trainer#max_
 Example (a short run, as the tests do)::
 
     client.train_start("ct_segmentation_3d", {"max_epochs": 1, "patch_size": [32, 32, 32], "num_workers": 0})
+    client.train_start("ct_segmentation_3d", {"max_epochs": 1, "patch_size": 32, "run_id": ""})  # as Slicer sends
 """
 
 from __future__ import annotations
 
 import copy
+import glob
 import json
 import logging
 import os
@@ -40,8 +51,17 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.bundle import BundleTrainTask
 
 from monailabel_app.lib.errors import InvalidRequest
+from monailabel_app.lib.train_stats import STATS_FILE, read_train_stats
 
-__all__ = ["OVERRIDES", "StoreBundleTrainTask", "bundle_overrides", "engine_loss", "load_datalist", "mlflow_settings"]
+__all__ = [
+    "OVERRIDES",
+    "StoreBundleTrainTask",
+    "bundle_overrides",
+    "engine_loss",
+    "load_datalist",
+    "mlflow_settings",
+    "model_choices",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +78,25 @@ OVERRIDES: dict[str, tuple[type, int | None]] = {
     "pos": (float, None),
     "neg": (float, None),
 }
+
+
+# the checkpoint a fine-tuning starts from, in the order /info/ offers them (Slicer sends the
+# first): model.pt is what /infer serves (after a training: the best weights of that run, which
+# CheckpointManager restores and writes at the end), so continuing from it is the least surprise;
+# best.pt / last.pt are the last run's full checkpoints (best validation / last epoch)
+_PREFERRED_MODELS = ("model.pt", "best.pt", "last.pt")
+
+
+def model_choices(models_dir: str) -> list[str]:
+    """The ``*.pt`` files a training may start from, ``model.pt`` first (see ``_PREFERRED_MODELS``).
+
+    Example:
+        >>> model_choices("bundle/models")  # after a first training
+        ['model.pt', 'best.pt', 'last.pt']
+    """
+    found = sorted(os.path.basename(p) for p in glob.glob(os.path.join(models_dir, "*.pt")))
+    preferred = [name for name in _PREFERRED_MODELS if name in found]
+    return preferred + [name for name in found if name not in preferred]
 
 
 def _number(key: str, value: Any, kind: type) -> int | float:
@@ -95,6 +134,15 @@ def bundle_overrides(request: Mapping[str, Any]) -> dict[str, Any]:
         if key not in request or request[key] in (None, ""):
             continue
         value = request[key]
+        if count is not None and isinstance(value, str):  # "96" or "96,96,64" typed in Slicer's table
+            try:
+                value = [float(v) if "." in v else int(v) for v in value.replace(" ", "").split(",")]
+            except ValueError:
+                raise InvalidRequest(f"training option {key!r} must be numbers like '96' or '96,96,64'") from None
+        if count is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value] * count  # one edge for a cube: /info/ offers a scalar (Slicer sends lists' first item)
+        if isinstance(value, (list, tuple)) and len(value) == 1 and count:
+            value = list(value) * count
         if count is None:
             out[key] = _number(key, value, kind)
         else:
@@ -117,11 +165,40 @@ class StoreBundleTrainTask(BundleTrainTask):
         super().__init__(path, conf, enable_tracking=False, load_strict=True)
         self.tracking_uri = tracking_uri
         self._overrides: dict[str, Any] = {}
+        self._store_overrides: dict[str, Any] = {}
+
+    @property
+    def stats_path(self) -> str:
+        return os.path.join(self.bundle_path, "models", STATS_FILE)
+
+    def _advertised_overrides(self) -> dict[str, Any]:
+        """The bundle's tunable values as /info/ offers them: scalars only (Slicer reduces every
+        list to its first item and shows lists as choices), ``patch_size`` as one edge when
+        cubic, else as text ``"96,96,64"``."""
+        out: dict[str, Any] = {}
+        for key, (kind, count) in OVERRIDES.items():
+            value = self.bundle_config.get(key)
+            if count is not None and isinstance(value, list) and len(value) == count:
+                if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                    # one edge for a cube, else text ("96,96,64"): Slicer would send a list's first item
+                    out[key] = kind(value[0]) if len(set(value)) == 1 else ",".join(str(kind(v)) for v in value)
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue  # an expression: not offered (a request may still set a number)
+            out[key] = kind(value)
+        return out
 
     def config(self) -> dict[str, Any]:
         options = super().config()
         options["tracking_uri"] = options.get("tracking_uri") or settings.MONAI_LABEL_TRACKING_URI or self.tracking_uri
+        options["model_filename"] = model_choices(os.path.join(self.bundle_path, "models"))
+        for key, value in self._advertised_overrides().items():
+            options.setdefault(key, value)
         return options
+
+    def stats(self) -> dict[str, Any]:
+        """The running training's progress, or the last run's (MONAI Label's ``train_stats.json``)."""
+        return read_train_stats(self.stats_path)
 
     def _partition_datalist(self, datalist, request, shuffle=False):
         if not datalist:
@@ -150,15 +227,61 @@ class StoreBundleTrainTask(BundleTrainTask):
                 overrides[key] = self._datalist_component(name, overrides[key])
         if str(overrides.get("tracking", "")).lower() == "mlflow":
             overrides["tracking"] = mlflow_settings(overrides.get("tracking_uri") or self.tracking_uri)
+        handlers = list(overrides.get("train#handlers") or [])
+        handlers.append(
+            {
+                "_target_": "monailabel_app.lib.train_stats.TrainStatsWriter",
+                "path": self.stats_path,
+                "evaluator": "@validate#evaluator",
+            }
+        )
+        overrides["train#handlers"] = handlers
+        overrides.update(self._store_overrides)
         overrides.update(self._overrides)
         return overrides
 
+    def _check_request(self, request: dict[str, Any]) -> None:
+        """Make what 3D Slicer sends (every /info/ option, lists reduced to their first item) valid."""
+        run_id = request.get("run_id")
+        if run_id in (None, "", [], "None"):
+            request["run_id"] = "run"  # "" would make MONAI evaluate the whole train.json
+        elif not isinstance(run_id, str) or run_id not in self.bundle_config:
+            raise InvalidRequest(f"run_id {run_id!r} is not an expression of train.json; leave it empty (runs 'run')")
+        name = request.get("model_filename")
+        name = name[0] if isinstance(name, list) and name else name
+        choices = model_choices(os.path.join(self.bundle_path, "models"))
+        if name in (None, "", "None"):
+            request.pop("model_filename", None)
+        elif name not in choices:
+            raise InvalidRequest(f"model_filename {name!r} is not in the bundle's models/; choose one of {choices}")
+        else:
+            request["model_filename"] = name
+        for key in ("val_split", "max_epochs"):
+            if isinstance(request.get(key), str):  # typed into a text cell
+                try:
+                    request[key] = float(request[key]) if key == "val_split" else int(request[key])
+                except ValueError:
+                    raise InvalidRequest(f"training option {key!r} must be a number, got {request[key]!r}") from None
+
+    def _store_values(self, datastore: Datastore) -> dict[str, Any]:
+        """``dataset_dir`` and collections of the app's store: the bundle's placeholders never apply."""
+        access = getattr(datastore, "access", None)
+        if access is None:
+            return {}
+        return {
+            "dataset_dir": access.uri,
+            "image_collection": access.image_collection,
+            "label_collection": access.label_collection,
+        }
+
     def __call__(self, request, datastore: Datastore):
         request = dict(request)
+        self._check_request(request)
         self._overrides = bundle_overrides(request)
+        self._store_overrides = self._store_values(datastore)
         tracking = request.get("tracking")
         tracking = tracking[0] if isinstance(tracking, list) else tracking
         if tracking and str(tracking).lower() == "mlflow" and not request.get("tracking_uri"):
             request["tracking_uri"] = settings.MONAI_LABEL_TRACKING_URI or self.tracking_uri
-        logger.info(f"Bundle overrides from the request: {self._overrides}")
+        logger.info(f"Bundle overrides from the request: {self._overrides}; store: {self._store_overrides}")
         return super().__call__(request, datastore)

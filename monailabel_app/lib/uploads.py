@@ -1,8 +1,11 @@
-"""Checking a label uploaded from 3D Slicer before anything is written.
+"""Checking a label (or image) uploaded from 3D Slicer before anything is written.
 
-A label is accepted only if it is a readable NIfTI file on the image's voxel grid (same
-shape, affine within ``affine_atol`` mm) holding non-negative whole numbers that fit the
-label array's dtype. The file is read from its bytes, not its name (MONAI Label names the
+A label is accepted only if it is a readable NIfTI or NRRD file on the image's voxel grid
+(same shape, affine within ``affine_atol`` mm) holding non-negative whole numbers that fit the
+label array's dtype. NRRD is what 3D Slicer writes for ``.seg.nrrd`` segmentations and what its
+MONAILabelReviewer module always uploads; it is read with pynrrd and its ``space`` (usually
+LPS, Slicer's and ITK's convention) is turned into the RAS affine NIfTI and the store use, so
+both formats are compared with the image in one convention. The file is read from its bytes, not its name (MONAI Label names the
 temporary file after whatever the client sent), and a gzip stream is never inflated beyond
 what a volume of the image's shape can need, so a corrupt or hostile upload costs neither
 memory nor stored data.
@@ -22,11 +25,24 @@ import zlib
 from collections.abc import Sequence
 
 import nibabel as nib
+import nrrd
 import numpy as np
 
 from monailabel_app.lib.errors import BadLabelUpload, InvalidRequest
+from radiobject_adapter.store.nifti import LoadedVolume, load_nifti
 
-__all__ = ["label_dtype_for", "read_label_upload"]
+__all__ = ["label_dtype_for", "nrrd_affine", "read_label_upload", "read_volume_upload"]
+
+_NRRD_MAGIC = b"NRRD"
+# NRRD "space" values -> the flip that takes its world coordinates to RAS
+_SPACES = {
+    "left-posterior-superior": (-1.0, -1.0, 1.0),
+    "lps": (-1.0, -1.0, 1.0),
+    "right-anterior-superior": (1.0, 1.0, 1.0),
+    "ras": (1.0, 1.0, 1.0),
+    "left-anterior-superior": (-1.0, 1.0, 1.0),
+    "las": (-1.0, 1.0, 1.0),
+}
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _HEADER_SLACK = 16 * 1024 * 1024  # NIfTI header + extensions a sane file may carry
@@ -56,12 +72,93 @@ def _parse(raw: bytes) -> nib.Nifti1Image | nib.Nifti2Image:
             return klass.from_bytes(raw)
         except Exception as err:  # nibabel raises several types for foreign or damaged headers
             errors.append(f"{klass.__name__}: {err}")
-    if raw[:4] == b"NRRD":
+    raise InvalidRequest(f"the label upload is not a readable NIfTI (nor NRRD) file ({'; '.join(errors)})")
+
+
+def nrrd_affine(header: dict) -> tuple[np.ndarray, list[int]]:
+    """The RAS voxel-to-world affine of an NRRD header, and which axes are spatial.
+
+    NRRD gives ``space directions`` (one vector per axis, ``none`` for a non-spatial axis
+    such as the layers of a ``.seg.nrrd``) and ``space origin`` in its ``space``; Slicer and
+    ITK write ``left-posterior-superior``, so x and y flip to reach RAS.
+
+    Example:
+        >>> affine, axes = nrrd_affine(nrrd.read_header("label.seg.nrrd"))
+    """
+    space = str(header.get("space", "")).strip().lower()
+    if space not in _SPACES:
         raise InvalidRequest(
-            "label uploads must be NIfTI (.nii or .nii.gz), this is NRRD; in 3D Slicer set "
-            "Edit > Application Settings > MONAI Label > File Extension to .nii.gz"
+            f"the NRRD upload has space {header.get('space')!r}; expected left-posterior-superior or "
+            "right-anterior-superior (save it again from 3D Slicer)"
         )
-    raise InvalidRequest(f"the label upload is not a readable NIfTI file ({'; '.join(errors)})")
+    directions = np.asarray(header.get("space directions"), dtype=np.float64)
+    if directions.ndim != 2 or directions.shape[1] != 3:
+        raise InvalidRequest("the NRRD upload has no 3D 'space directions'; save it again from 3D Slicer")
+    spatial = [i for i, row in enumerate(directions) if np.isfinite(row).all()]
+    if len(spatial) != 3:
+        raise InvalidRequest(f"the NRRD upload has {len(spatial)} spatial axes; a label has 3")
+    origin = np.asarray(header.get("space origin", [0.0, 0.0, 0.0]), dtype=np.float64)
+    affine = np.eye(4)
+    affine[:3, :3] = directions[spatial].T  # one column per voxel axis
+    affine[:3, 3] = origin
+    return np.diag([*_SPACES[space], 1.0]) @ affine, spatial
+
+
+def _nrrd_header(path: str) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            return nrrd.read_header(fh)
+    except (nrrd.NRRDError, ValueError, UnicodeDecodeError) as err:
+        raise InvalidRequest(f"the upload is not a readable NRRD file ({err}); save it again") from None
+
+
+def _read_nrrd(path: str, max_voxels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Voxels (x, y, z as the affine's columns) and RAS affine of a 3D NRRD or a one-layer ``.seg.nrrd``."""
+    header = _nrrd_header(path)
+    affine, spatial = nrrd_affine(header)
+    sizes = [int(n) for n in header.get("sizes", [])]
+    others = [i for i in range(len(sizes)) if i not in spatial]
+    if any(sizes[i] != 1 for i in others):
+        raise BadLabelUpload(
+            f"the NRRD upload holds {sizes[others[0]]} layers of overlapping segments; in 3D Slicer turn off "
+            "overlapping segments (or save the label as .nii.gz) so that it is one label map"
+        )
+    if max_voxels is not None and int(np.prod(sizes)) > max_voxels:
+        raise InvalidRequest(f"the NRRD upload has {int(np.prod(sizes))} voxels, more than its image ({max_voxels})")
+    try:
+        data, _ = nrrd.read(path, index_order="F")
+    except (nrrd.NRRDError, ValueError, OSError, EOFError, zlib.error) as err:
+        raise InvalidRequest(f"the NRRD upload is truncated or corrupt ({err}); save it again") from None
+    data = np.asarray(data)
+    if others:
+        data = np.moveaxis(data, spatial, [0, 1, 2]).reshape([sizes[i] for i in spatial])
+    return data, affine
+
+
+def _is_nrrd(path: str) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) == _NRRD_MAGIC
+
+
+def read_volume_upload(path: str) -> LoadedVolume:
+    """An uploaded image (NIfTI, or NRRD as 3D Slicer saves it with File Extension .nrrd).
+
+    Raises:
+        InvalidRequest: an unreadable, corrupt or non-3D file (HTTP 400).
+    """
+    if os.path.getsize(path) == 0:
+        raise InvalidRequest("the image upload is empty; save the volume again")
+    if _is_nrrd(path):
+        data, affine = _read_nrrd(path)
+        img = nib.Nifti1Image(np.ascontiguousarray(data), affine)
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
+        img.header.set_xyzt_units("mm")
+        return LoadedVolume(path=path, data=np.ascontiguousarray(data), affine=affine, header=img.header)
+    try:
+        return load_nifti(path)
+    except ValueError as err:
+        raise InvalidRequest(f"the image upload is not a readable 3D NIfTI or NRRD file: {err}") from None
 
 
 def label_dtype_for(top: int) -> np.dtype:
@@ -88,7 +185,7 @@ def read_label_upload(
     affine_atol: float = 1e-3,
     image_id: str = "",
 ) -> np.ndarray:
-    """The label array of an uploaded NIfTI file, checked against its image.
+    """The label array of an uploaded NIfTI or NRRD file, checked against its image.
 
     Args:
         path: the uploaded file.
@@ -98,7 +195,7 @@ def read_label_upload(
         image_id: used in messages.
 
     Raises:
-        InvalidRequest: empty, unreadable, corrupt or non-NIfTI upload (HTTP 400).
+        InvalidRequest: empty, unreadable, corrupt, neither NIfTI nor NRRD upload (HTTP 400).
         BadLabelUpload: wrong shape or affine, non-integer, negative or too large values (HTTP 422).
     """
     size = os.path.getsize(path)
@@ -110,28 +207,33 @@ def read_label_upload(
         raise InvalidRequest(
             f"the label upload has {size} bytes, more than a label of shape {tuple(image_shape)} needs"
         )
-    with open(path, "rb") as fh:
-        raw = fh.read()
-    if raw[:2] == _GZIP_MAGIC:
-        raw = _inflate(raw, limit)
-    img = _parse(raw)
     who = f" for image {image_id!r}" if image_id else ""
-
-    shape = _squeeze_trailing(img.shape)
     expected = tuple(int(s) for s in image_shape)
+    if _is_nrrd(path):
+        nrrd_data, affine = _read_nrrd(path, max_voxels=n_voxels)
+        shape = tuple(nrrd_data.shape)
+    else:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+        if raw[:2] == _GZIP_MAGIC:
+            raw = _inflate(raw, limit)
+        img = _parse(raw)
+        shape = _squeeze_trailing(img.shape)
+        affine = img.affine
+
     if shape != expected:
         raise BadLabelUpload(
             f"label shape {shape} != image shape {expected}{who}; export the label on the image grid "
             "(in 3D Slicer: the segmentation of this image, saved with the image as reference)"
         )
-    diff = float(np.abs(np.asarray(img.affine, dtype=np.float64) - np.asarray(image_affine, dtype=np.float64)).max())
+    diff = float(np.abs(np.asarray(affine, dtype=np.float64) - np.asarray(image_affine, dtype=np.float64)).max())
     if diff > affine_atol:
         raise BadLabelUpload(
             f"label affine differs from the image affine by up to {diff:.4g} mm (> {affine_atol}){who}; "
             "the label was drawn on another grid: resample it onto the image before saving"
         )
     try:
-        data = np.asanyarray(img.dataobj).reshape(expected)
+        data = nrrd_data.reshape(expected) if _is_nrrd(path) else np.asanyarray(img.dataobj).reshape(expected)
     except (ValueError, OSError, EOFError, zlib.error) as err:
         raise InvalidRequest(f"the label upload is truncated or corrupt ({err}); save it again") from None
 

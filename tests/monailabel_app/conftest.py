@@ -20,6 +20,7 @@ from radiobject_adapter.synthetic import make_ct_dataset
 
 VENV_BIN = os.path.dirname(sys.executable)
 APP_MAIN = os.path.join(os.path.dirname(monailabel_app.__file__), "main.py")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(monailabel_app.__file__)))
 NETWORK_GUARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "network_guard")
 N_SUBJECTS = 6
 N_LABELLED = 2  # case_000 and case_001 come with ground truth; the others are left to annotate
@@ -49,6 +50,12 @@ def make_label_project(root: str, seed: int = 3) -> LabelProject:
     report = ingest_niftis(store, {"CT": ds.images_dir, "seg": ds.labels_dir}, tile_extent=16, progress=False)
     assert report.ok, report.summary()
     return LabelProject(root, store, held, dict(zip(ds.subject_ids, ds.images)))
+
+
+@pytest.fixture(scope="session")
+def label_project_maker():
+    """:func:`make_label_project`, for module-scoped fixtures of other modules."""
+    return make_label_project
 
 
 @pytest.fixture
@@ -96,7 +103,19 @@ class LabelServer:
         # the app folder holds only main.py; MONAI Label writes its logs/ and model/ next to it
         os.makedirs(self.app_dir, exist_ok=True)
         shutil.copy(APP_MAIN, self.app_dir)
-        cmd = [os.path.join(VENV_BIN, "monailabel"), "start_server", "--app", self.app_dir, "--studies", self.studies]
+        # what the `monailabel` launcher runs, without its PYTHONPATH: it puts the folder above the
+        # venv first, which is another checkout when a worktree borrows a venv; the code under
+        # test (this checkout's packages) comes first here
+        cmd = [
+            sys.executable,
+            "-m",
+            "monailabel.main",
+            "start_server",
+            "--app",
+            self.app_dir,
+            "--studies",
+            self.studies,
+        ]
         for key, value in self.conf.items():
             cmd += ["--conf", key, value]
         cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
@@ -105,7 +124,7 @@ class LabelServer:
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "MONAI_LABEL_SESSION_PATH": os.path.join(self.workdir, "sessions"),
             # every process of the server (training, scoring too) refuses connections off this machine
-            "PYTHONPATH": os.pathsep.join(p for p in (NETWORK_GUARD, os.environ.get("PYTHONPATH", "")) if p),
+            "PYTHONPATH": os.pathsep.join(p for p in (NETWORK_GUARD, REPO_ROOT, os.environ.get("PYTHONPATH", "")) if p),
         }
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
