@@ -5,6 +5,7 @@ Examples::
     radiobundles ingest store -c CT=data/imagesTr -c seg=data/labelsTr --obs-meta data/subjects.csv
     radiobundles ingest store -c CT='data/**/*_0000.nii.gz' --tiling axial
     radiobundles ingest dental_store -c edente=data/edente -c dente=data/dente   # 2D TIF folders
+    radiobundles ingest store -c CT=dicom/ --dicom-rules configs/dicom_rules.json   # DICOM series
     radiobundles index-foreground store -c seg      # stores written before the index existed
     radiobundles info store
 
@@ -18,6 +19,10 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported on use: the CLI starts without pandas/tiledb
+    from radiobject_adapter.store.ingest import IngestReport
 
 __all__ = ["main"]
 
@@ -44,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
     ing = sub.add_parser(
         "ingest",
-        help="write NIfTI files or 2D TIF images into a TileDB store (resumable)",
+        help="write NIfTI files, 2D TIF images or DICOM series into a TileDB store (resumable)",
         description=(
             "Write NIfTI files into a store, one collection per -c. Subject ids come from file "
             "names: extension and one trailing _NNNN channel suffix removed "
@@ -92,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument("--nonfinite", choices=["reject", "report"], default="reject", help="images with NaN/Inf voxels")
     ing.add_argument("--max-label", type=int, default=None, help="highest class index a label may hold")
     ing.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    dcm = ing.add_argument_group("DICOM", "folders of DICOM files are detected; one volume per series")
+    dcm.add_argument("--dicom-rules", help="JSON rules picking series per collection (e.g. configs/dicom_rules.json)")
+    dcm.add_argument("--subject-tag", default="PatientID", help="DICOM tag giving the subject id (default PatientID)")
+    dcm.add_argument(
+        "--no-identifying-tags", action="store_true", help="leave tags that identify a person (dates) out of obs"
+    )
 
     idx = sub.add_parser(
         "index-foreground",
@@ -112,6 +123,9 @@ def _ingest(args: argparse.Namespace) -> int:
     from radiobject_adapter.store.tif import ingest_tifs, is_tif_spec
 
     collections = dict(args.collections)
+    report = _ingest_dicom(args, collections)
+    if report is not None:
+        return _finish_ingest(report)
     tif = sorted(name for name, spec in collections.items() if is_tif_spec(spec))
     if tif and len(tif) < len(collections):
         raise IngestError(
@@ -147,6 +161,40 @@ def _ingest(args: argparse.Namespace) -> int:
             max_label=args.max_label,
             progress=not args.no_progress,
         )
+    return _finish_ingest(report)
+
+
+def _ingest_dicom(args: argparse.Namespace, collections: dict[str, str]) -> IngestReport | None:
+    """DICOM ingest when the collections are DICOM folders; ``None`` when they are not."""
+    from radiobject_adapter.io.dicom_ingest import ingest_dicoms, is_dicom_spec
+    from radiobject_adapter.store.ingest import IngestError
+
+    dicom = sorted(name for name, spec in collections.items() if is_dicom_spec(spec))
+    if not dicom:
+        return None
+    if len(dicom) < len(collections):
+        raise IngestError(
+            f"collections {dicom} hold DICOM files and {sorted(set(collections) - set(dicom))} do not; "
+            "ingest DICOM and NIfTI/TIF collections with separate commands"
+        )
+    return ingest_dicoms(
+        args.store,
+        collections,
+        rules=args.dicom_rules,
+        subject_tag=args.subject_tag,
+        subject_pattern=args.subject_pattern,
+        identifying_tags=not args.no_identifying_tags,
+        obs_meta=args.obs_meta,
+        subject_column=args.subject_column,
+        tiling=args.tiling or "isotropic",
+        tile_extent=args.tile_extent,
+        compression=args.compression,
+        compression_level=args.compression_level,
+        progress=not args.no_progress,
+    )
+
+
+def _finish_ingest(report: IngestReport) -> int:
     print(report.summary())
     if report.failures:
         print(
