@@ -184,7 +184,10 @@ def _walk(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
             raise FileNotFoundError(f"no such DICOM file or folder: {root!r}")
         for folder, dirs, files in os.walk(root):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            found.extend(os.path.join(folder, f) for f in sorted(files) if not f.startswith("."))
+            # .part: a download in progress (see dicomweb.pull_series)
+            found.extend(
+                os.path.join(folder, f) for f in sorted(files) if not f.startswith(".") and not f.endswith(".part")
+            )
     return found
 
 
