@@ -6,6 +6,7 @@ Examples::
     radiobundles ingest store -c CT='data/**/*_0000.nii.gz' --tiling axial
     radiobundles ingest dental_store -c edente=data/edente -c dente=data/dente   # 2D TIF folders
     radiobundles ingest store -c CT=dicom/ --dicom-rules configs/dicom_rules.json   # DICOM series
+    radiobundles ingest store -c CT --dicomweb http://127.0.0.1:8042/dicom-web --query Modality=CT
     radiobundles index-foreground store -c seg      # stores written before the index existed
     radiobundles info store
 
@@ -29,9 +30,16 @@ __all__ = ["main"]
 
 def _collection_spec(text: str) -> tuple[str, str]:
     name, sep, spec = text.partition("=")
-    if not sep or not name or not spec:
+    if not name or (sep and not spec):
         raise argparse.ArgumentTypeError(f"expected NAME=FILES (e.g. CT=imagesTr/), got {text!r}")
-    return name, spec
+    return name, spec  # NAME alone (no files): series pulled with --dicomweb
+
+
+def _query(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected TAG=VALUE (e.g. Modality=CT), got {text!r}")
+    return key, value
 
 
 def _tile_extent(text: str) -> int | tuple[int, int, int]:
@@ -69,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_collection_spec,
         required=True,
         metavar="NAME=FILES",
-        help="collection name and its files: a glob, a folder or a list file",
+        help="collection name and its files: a glob, a folder or a list file (with --dicomweb: NAME alone)",
     )
     ing.add_argument("--obs-meta", help="CSV subject table joined on subject id (e.g. diagnosis, age)")
     ing.add_argument("--subject-column", help="subject id column of --obs-meta (default: auto)")
@@ -102,6 +110,16 @@ def _parser() -> argparse.ArgumentParser:
     dcm.add_argument("--subject-tag", default="PatientID", help="DICOM tag giving the subject id (default PatientID)")
     dcm.add_argument(
         "--no-identifying-tags", action="store_true", help="leave tags that identify a person (dates) out of obs"
+    )
+    web = ing.add_argument_group("DICOMweb", "pull series from a DICOMweb server (resumable), then ingest them")
+    web.add_argument("--dicomweb", metavar="URL", help="server base URL, e.g. http://127.0.0.1:8042/dicom-web")
+    web.add_argument("--study", action="append", default=[], metavar="UID", help="StudyInstanceUID to pull")
+    web.add_argument("--series", action="append", default=[], metavar="UID", help="SeriesInstanceUID to pull")
+    web.add_argument(
+        "--query", action="append", default=[], type=_query, metavar="TAG=VALUE", help="QIDO filter, e.g. Modality=CT"
+    )
+    web.add_argument(
+        "--download-dir", help="where pulled DICOM files are kept (default <store>_dicom; SEG output reads them)"
     )
 
     idx = sub.add_parser(
@@ -169,6 +187,10 @@ def _ingest_dicom(args: argparse.Namespace, collections: dict[str, str]) -> Inge
     from radiobject_adapter.io.dicom_ingest import ingest_dicoms, is_dicom_spec
     from radiobject_adapter.store.ingest import IngestError
 
+    if args.dicomweb:
+        collections = _pull(args, collections)
+    elif any(not spec for spec in collections.values()):
+        raise IngestError("give each collection its files (NAME=FILES); NAME alone only goes with --dicomweb")
     dicom = sorted(name for name, spec in collections.items() if is_dicom_spec(spec))
     if not dicom:
         return None
@@ -192,6 +214,25 @@ def _ingest_dicom(args: argparse.Namespace, collections: dict[str, str]) -> Inge
         compression_level=args.compression_level,
         progress=not args.no_progress,
     )
+
+
+def _pull(args: argparse.Namespace, collections: dict[str, str]) -> dict[str, str]:
+    """Download the chosen series (resumable); every collection then reads the download folder."""
+    from radiobject_adapter.io.dicomweb import pull_series
+    from radiobject_adapter.store.ingest import IngestError
+
+    if "://" in args.store and not args.download_dir:
+        raise IngestError("the store is remote: give --download-dir for the pulled DICOM files")
+    folder = args.download_dir or f"{args.store.rstrip('/')}_dicom"
+    from requests.exceptions import RequestException
+
+    try:
+        pull_series(args.dicomweb, folder, args.study, args.series, dict(args.query), progress=not args.no_progress)
+    except ValueError as err:
+        raise IngestError(str(err)) from err
+    except RequestException as err:
+        raise IngestError(f"DICOMweb server {args.dicomweb} failed: {err}; is it running (make orthanc)?") from err
+    return {name: spec or folder for name, spec in collections.items()}
 
 
 def _finish_ingest(report: IngestReport) -> int:

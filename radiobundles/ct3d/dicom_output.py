@@ -24,7 +24,7 @@ from monai.transforms import MapTransform
 
 from radiobject_adapter.address import is_volume_address, parse_address
 from radiobundles.addresses import restore_address
-from radiobundles.ct3d.metrics import subject_id_of
+from radiobundles.ct3d.metrics import class_name_list, subject_id_of
 from radiobundles.ct3d.visualize import label_map
 
 __all__ = ["SaveDicomSegd", "bundle_class_names"]
@@ -101,11 +101,14 @@ class SaveDicomSegd(MapTransform):
             pred = d[key]
             meta = getattr(pred, "meta", None) or {}
             path = os.path.join(self.output_dir, f"{subject_id_of(meta, fallback='image')}_seg.dcm")
+            label = label_map(pred)
+            # a class the bundle metadata does not name still gets a segment ("class_<i>"): never dropped
+            names = class_name_list(self.class_names, max(int(label.max(initial=0)) + 1, len(self.class_names)))
             seg = write_dicom_seg(
-                label_map(pred),
+                label,
                 self._source_metadata(meta),
                 path,
-                self.class_names,
+                names,
                 colours=self.colours,
                 algorithm=self.algorithm,
                 algorithm_version=self.algorithm_version,
