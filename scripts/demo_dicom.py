@@ -25,20 +25,39 @@ import os
 import shutil
 import sys
 import time
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from demo import _bundle, _make_data, _run
+from demo import _bundle, _run  # the NIfTI demo's helpers
 
 CLASS_NAMES = ["background", "structure_1", "structure_2"]  # as the bundle's metadata.json names them
+
+
+def _make_data(root: str, n_labelled: int, n_test: int, seed: int) -> tuple[Any, list[str]]:
+    """Synthetic CT subjects (NIfTI) with as many classes as the bundle names; last ``n_test`` labels held out."""
+    from radiobject_adapter.synthetic import make_ct_dataset
+
+    ds = make_ct_dataset(
+        root,
+        n_subjects=n_labelled + n_test,
+        shape_range=((48, 64), (48, 64), (32, 48)),
+        n_classes=len(CLASS_NAMES) - 1,
+        oblique=True,
+        seed=seed,
+    )
+    held_out = ds.subject_ids[n_labelled:]
+    for sid in held_out:
+        os.remove(os.path.join(ds.labels_dir, f"{sid}.nii.gz"))
+    return ds, held_out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="demo_dicom_output")
-    parser.add_argument("--subjects", type=int, default=8, help="labelled subjects (train + validation)")
+    parser.add_argument("--subjects", type=int, default=6, help="labelled subjects (train + validation)")
     parser.add_argument("--test-subjects", type=int, default=2, help="held-out subjects: inference -> SEG")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--patch-size", type=int, default=32)

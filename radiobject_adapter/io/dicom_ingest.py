@@ -145,6 +145,7 @@ def _assign(
     """``subject -> {collection: series}``; two series for one subject in a collection is an error."""
     scanned: dict[str, dict[str, DicomSeries]] = {}
     by_subject: dict[str, dict[str, DicomSeries]] = {}
+    taken: set[str] = set()
     for collection, spec in sources.items():
         key = json.dumps([os.fspath(s) for s in spec] if isinstance(spec, (list, tuple)) else os.fspath(spec))
         if key not in scanned:
@@ -157,6 +158,7 @@ def _assign(
                 first = next((r for r in rules if r.matches(series)), None)
                 if first is None or first.collection != collection:
                     continue
+            taken.add(series.uid)
             try:
                 sid = subject_id_of_series(series, subject_tag, subject_pattern)
             except DicomSeriesError as err:
@@ -170,6 +172,12 @@ def _assign(
                     "that pick one per collection"
                 )
             by_subject[sid][collection] = series
+    for found in scanned.values():
+        report.warnings.extend(
+            f"series {s.uid} ({s.label()}) matches no DICOM rule of the requested collections: skipped"
+            for s in found.values()
+            if s.uid not in taken
+        )
     return by_subject
 
 
@@ -264,5 +272,11 @@ def ingest_dicoms(
     table = pd.DataFrame.from_dict(tag_rows, orient="index", dtype=str) if tag_rows else None
     if table is not None and user_table is not None:
         table = table.drop(columns=[c for c in user_table.columns if c in table.columns]).join(user_table)
-    _write_subject_table(writer, ingested, table if table is not None else user_table)
+    try:
+        _write_subject_table(writer, ingested, table if table is not None else user_table)
+    except ValueError as err:  # an earlier ingest made the subject table without these columns
+        if user_table is not None:
+            raise
+        _write_subject_table(writer, ingested, None)
+        report.warnings.append(f"DICOM tags not added to the subject table: {err}")
     return report

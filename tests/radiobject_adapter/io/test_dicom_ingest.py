@@ -68,6 +68,8 @@ def test_identifying_tags_can_be_left_out(tmp_path, dicom_tree):
         store, {"CT": root}, rules=[SeriesRule("CT", modality="CT")], identifying_tags=False, progress=False
     )
     assert report.ok and sorted(report.written["CT"]) == ["P01", "P02"]
+    skipped = [w for w in report.warnings if "matches no DICOM rule" in w]
+    assert len(skipped) == 2 and all("MR #1 'T1 MPRAGE'" in w for w in skipped)  # reported, not silently dropped
     columns = set(RadiObject(store).obs_meta.columns)
     assert "study_date" not in columns and "patient_age" in columns
 
