@@ -12,7 +12,7 @@ from radiobject_adapter.cli import main
 from radiobject_adapter.io.dicom_ingest import SeriesRule, ingest_dicoms
 from radiobject_adapter.testing.dicom import write_dicom_series
 
-pytest.importorskip("pydicom")
+pydicom = pytest.importorskip("pydicom")
 
 RULES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "configs", "dicom_rules.json")
 
@@ -112,3 +112,15 @@ def test_dicom_and_nifti_collections_are_not_mixed(tmp_path, dicom_tree, synthet
     store = tmp_path / "store"
     assert main(["ingest", str(store), "-c", f"CT={root}", "-c", f"seg={synthetic_ct.labels_dir}"]) == 2
     assert not store.exists()
+
+
+def test_from_dicoms_opens_the_store_or_lists_rejected_series(tmp_path, dicom_tree):
+    from radiobject_adapter.store.ingest import IngestError
+
+    root, vols = dicom_tree
+    radi = RadiObject.from_dicoms(str(tmp_path / "a"), {"CT": root}, rules=RULES, progress=False)
+    np.testing.assert_array_equal(radi.collection("CT").get("P01").to_numpy(), vols["P01"][0])
+    by_z = sorted((root / "P02" / "ct").iterdir(), key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+    os.remove(by_z[2])  # a middle slice by position (the files are shuffled)
+    with pytest.raises(IngestError, match=r"REJECTED P02: DICOM series .* missing slice"):
+        RadiObject.from_dicoms(str(tmp_path / "b"), {"CT": root}, rules=RULES, progress=False)
