@@ -59,7 +59,7 @@ def main() -> int:
     parser.add_argument("--out", default="demo_dicom_output")
     parser.add_argument("--subjects", type=int, default=6, help="labelled subjects (train + validation)")
     parser.add_argument("--test-subjects", type=int, default=2, help="held-out subjects: inference -> SEG")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=3, help="a short run: the point is the DICOM path")
     parser.add_argument("--patch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -109,8 +109,9 @@ def main() -> int:
         shared = {"dataset_dir": store, "patch_size": [args.patch_size] * 3, "num_workers": 0}
         shared["ckpt_dir"] = os.path.join(out, "models")
         print(f"[4/6] training the bundle briefly ({args.epochs} epochs) ...")
-        train = {**shared, "max_epochs": args.epochs, "batch_size": 2, "patches_per_volume": 2, "val_interval": 5}
+        train = {**shared, "max_epochs": args.epochs, "batch_size": 2, "patches_per_volume": 2}
         train.update(log_dir=os.path.join(out, "tensorboard"), output_dir=os.path.join(out, "eval"), seed=args.seed)
+        train["val_interval"] = args.epochs
         _run("train", _bundle("train.json", train), log_dir)
 
         print("[5/6] inference on the held-out subjects -> DICOM SEG -> Orthanc (STOW-RS) ...")
