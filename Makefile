@@ -8,7 +8,7 @@ LOCK := requirements/lock.txt
 STAMP := $(VENV)/.radiobundles-installed
 DEMO_OUT ?= demo_output
 
-.PHONY: install demo test lint format test-fast lock clean label-server bench bench-quick
+.PHONY: install demo test lint format test-fast lock clean label-server bench bench-quick demo-dicom orthanc
 PORT ?= 8000
 
 install: $(STAMP)
@@ -26,6 +26,16 @@ $(STAMP): pyproject.toml $(LOCK)
 
 demo: install
 	$(PY) scripts/demo.py --out $(DEMO_OUT)
+
+# DICOM round trip on synthetic data: Orthanc -> ingest (DICOMweb) -> inference -> DICOM SEG -> Orthanc
+# (needs apt packages orthanc orthanc-dicomweb)
+demo-dicom: install
+	$(PY) scripts/demo_dicom.py --out demo_dicom_output
+
+# Orthanc + DICOMweb on 127.0.0.1 (config: configs/orthanc/orthanc.json): make orthanc [ORTHANC_PORT=8042]
+ORTHANC_PORT ?= 8042
+orthanc: install
+	$(PY) -m radiobject_adapter.testing.orthanc --port $(ORTHANC_PORT) --storage .orthanc
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -5,6 +5,8 @@ Examples::
     radiobundles ingest store -c CT=data/imagesTr -c seg=data/labelsTr --obs-meta data/subjects.csv
     radiobundles ingest store -c CT='data/**/*_0000.nii.gz' --tiling axial
     radiobundles ingest dental_store -c edente=data/edente -c dente=data/dente   # 2D TIF folders
+    radiobundles ingest store -c CT=dicom/ --dicom-rules configs/dicom_rules.json   # DICOM series
+    radiobundles ingest store -c CT --dicomweb http://127.0.0.1:8042/dicom-web --query Modality=CT
     radiobundles index-foreground store -c seg      # stores written before the index existed
     radiobundles info store
 
@@ -18,15 +20,26 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported on use: the CLI starts without pandas/tiledb
+    from radiobject_adapter.store.ingest import IngestReport
 
 __all__ = ["main"]
 
 
 def _collection_spec(text: str) -> tuple[str, str]:
     name, sep, spec = text.partition("=")
-    if not sep or not name or not spec:
+    if not name or (sep and not spec):
         raise argparse.ArgumentTypeError(f"expected NAME=FILES (e.g. CT=imagesTr/), got {text!r}")
-    return name, spec
+    return name, spec  # NAME alone (no files): series pulled with --dicomweb
+
+
+def _query(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected TAG=VALUE (e.g. Modality=CT), got {text!r}")
+    return key, value
 
 
 def _tile_extent(text: str) -> int | tuple[int, int, int]:
@@ -44,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
     ing = sub.add_parser(
         "ingest",
-        help="write NIfTI files or 2D TIF images into a TileDB store (resumable)",
+        help="write NIfTI files, 2D TIF images or DICOM series into a TileDB store (resumable)",
         description=(
             "Write NIfTI files into a store, one collection per -c. Subject ids come from file "
             "names: extension and one trailing _NNNN channel suffix removed "
@@ -64,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_collection_spec,
         required=True,
         metavar="NAME=FILES",
-        help="collection name and its files: a glob, a folder or a list file",
+        help="collection name and its files: a glob, a folder or a list file (with --dicomweb: NAME alone)",
     )
     ing.add_argument("--obs-meta", help="CSV subject table joined on subject id (e.g. diagnosis, age)")
     ing.add_argument("--subject-column", help="subject id column of --obs-meta (default: auto)")
@@ -92,6 +105,22 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument("--nonfinite", choices=["reject", "report"], default="reject", help="images with NaN/Inf voxels")
     ing.add_argument("--max-label", type=int, default=None, help="highest class index a label may hold")
     ing.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    dcm = ing.add_argument_group("DICOM", "folders of DICOM files are detected; one volume per series")
+    dcm.add_argument("--dicom-rules", help="JSON rules picking series per collection (e.g. configs/dicom_rules.json)")
+    dcm.add_argument("--subject-tag", default="PatientID", help="DICOM tag giving the subject id (default PatientID)")
+    dcm.add_argument(
+        "--no-identifying-tags", action="store_true", help="leave tags that identify a person (dates) out of obs"
+    )
+    web = ing.add_argument_group("DICOMweb", "pull series from a DICOMweb server (resumable), then ingest them")
+    web.add_argument("--dicomweb", metavar="URL", help="server base URL, e.g. http://127.0.0.1:8042/dicom-web")
+    web.add_argument("--study", action="append", default=[], metavar="UID", help="StudyInstanceUID to pull")
+    web.add_argument("--series", action="append", default=[], metavar="UID", help="SeriesInstanceUID to pull")
+    web.add_argument(
+        "--query", action="append", default=[], type=_query, metavar="TAG=VALUE", help="QIDO filter, e.g. Modality=CT"
+    )
+    web.add_argument(
+        "--download-dir", help="where pulled DICOM files are kept (default <store>_dicom; SEG output reads them)"
+    )
 
     idx = sub.add_parser(
         "index-foreground",
@@ -112,6 +141,9 @@ def _ingest(args: argparse.Namespace) -> int:
     from radiobject_adapter.store.tif import ingest_tifs, is_tif_spec
 
     collections = dict(args.collections)
+    report = _ingest_dicom(args, collections)
+    if report is not None:
+        return _finish_ingest(report)
     tif = sorted(name for name, spec in collections.items() if is_tif_spec(spec))
     if tif and len(tif) < len(collections):
         raise IngestError(
@@ -147,6 +179,63 @@ def _ingest(args: argparse.Namespace) -> int:
             max_label=args.max_label,
             progress=not args.no_progress,
         )
+    return _finish_ingest(report)
+
+
+def _ingest_dicom(args: argparse.Namespace, collections: dict[str, str]) -> IngestReport | None:
+    """DICOM ingest when the collections are DICOM folders; ``None`` when they are not."""
+    from radiobject_adapter.io.dicom_ingest import ingest_dicoms, is_dicom_spec
+    from radiobject_adapter.store.ingest import IngestError
+
+    if args.dicomweb:
+        collections = _pull(args, collections)
+    elif any(not spec for spec in collections.values()):
+        raise IngestError("give each collection its files (NAME=FILES); NAME alone only goes with --dicomweb")
+    dicom = sorted(name for name, spec in collections.items() if is_dicom_spec(spec))
+    if not dicom:
+        return None
+    if len(dicom) < len(collections):
+        raise IngestError(
+            f"collections {dicom} hold DICOM files and {sorted(set(collections) - set(dicom))} do not; "
+            "ingest DICOM and NIfTI/TIF collections with separate commands"
+        )
+    return ingest_dicoms(
+        args.store,
+        collections,
+        rules=args.dicom_rules,
+        subject_tag=args.subject_tag,
+        subject_pattern=args.subject_pattern,
+        identifying_tags=not args.no_identifying_tags,
+        obs_meta=args.obs_meta,
+        subject_column=args.subject_column,
+        tiling=args.tiling or "isotropic",
+        tile_extent=args.tile_extent,
+        compression=args.compression,
+        compression_level=args.compression_level,
+        progress=not args.no_progress,
+    )
+
+
+def _pull(args: argparse.Namespace, collections: dict[str, str]) -> dict[str, str]:
+    """Download the chosen series (resumable); every collection then reads the download folder."""
+    from radiobject_adapter.io.dicomweb import pull_series
+    from radiobject_adapter.store.ingest import IngestError
+
+    if "://" in args.store and not args.download_dir:
+        raise IngestError("the store is remote: give --download-dir for the pulled DICOM files")
+    folder = args.download_dir or f"{args.store.rstrip('/')}_dicom"
+    from requests.exceptions import RequestException
+
+    try:
+        pull_series(args.dicomweb, folder, args.study, args.series, dict(args.query), progress=not args.no_progress)
+    except ValueError as err:
+        raise IngestError(str(err)) from err
+    except RequestException as err:
+        raise IngestError(f"DICOMweb server {args.dicomweb} failed: {err}; is it running (make orthanc)?") from err
+    return {name: spec or folder for name, spec in collections.items()}
+
+
+def _finish_ingest(report: IngestReport) -> int:
     print(report.summary())
     if report.failures:
         print(

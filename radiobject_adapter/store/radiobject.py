@@ -179,6 +179,24 @@ class RadiObject(SubjectSelection):
             raise ValueError("append rejected some subjects:\n" + report.summary())
         return self.refresh()
 
+    @classmethod
+    def from_dicoms(cls, uri: str, sources: dict[str, Any], **kwargs: Any) -> RadiObject:
+        """Ingest DICOM series into ``uri`` and open it (see :func:`~radiobject_adapter.io.dicom_ingest.ingest_dicoms`).
+
+        Example:
+            >>> radi = RadiObject.from_dicoms("store", {"CT": "dicom/"}, rules="configs/dicom_rules.json")
+
+        Raises:
+            IngestError: some series were rejected (the others are written; the message lists them).
+        """
+        from radiobject_adapter.io.dicom_ingest import ingest_dicoms
+        from radiobject_adapter.store.ingest import IngestError
+
+        report = ingest_dicoms(uri, sources, **kwargs)
+        if report.failures:
+            raise IngestError(f"some DICOM series were rejected (the rest is written):\n{report.summary()}")
+        return cls(uri)
+
     # -- structure ------------------------------------------------------------------------
     @cached_property
     def metadata(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@
 * :mod:`.handlers`: TensorBoard slice panel, progress bar.
 * :mod:`.metrics`: per-subject, per-class Dice and HD95 (mm) as CSV, plus a summary.
 * :mod:`.store_output`: predictions into a store collection; NIfTI names by subject.
+* :mod:`.dicom_output`: predictions as DICOM SEG referencing the source series (optionally STOW-RS).
 * :mod:`.visualize`: image / ground truth / prediction panels.
 * :mod:`.report`: training curves and overlay figures, baselines (for the demo; needs matplotlib).
 
@@ -14,6 +15,7 @@ Example:
 from __future__ import annotations
 
 from radiobundles.ct3d.datasets import PatchesPerSubject, datalist_source, patch_training_dataset
+from radiobundles.ct3d.dicom_output import SaveDicomSegd, bundle_class_names
 from radiobundles.ct3d.handlers import ProgressBarHandler, TensorBoardSlicePanel, loss_value, progress_values
 from radiobundles.ct3d.metrics import SubjectMetricsSaver, class_name_list, segmentation_scores, subject_id_of
 from radiobundles.ct3d.store_output import SaveToStored, subject_name_formatter, write_label_volume
@@ -22,10 +24,12 @@ from radiobundles.ct3d.visualize import best_slice, label_map, slice_panel
 __all__ = [
     "PatchesPerSubject",
     "ProgressBarHandler",
+    "SaveDicomSegd",
     "SaveToStored",
     "SubjectMetricsSaver",
     "TensorBoardSlicePanel",
     "best_slice",
+    "bundle_class_names",
     "class_name_list",
     "datalist_source",
     "label_map",

@@ -1,0 +1,18 @@
+"""Files in and out of a store: DICOM series, DICOMweb, DICOM SEG.
+
+Modules are imported on use (pydicom, highdicom and dicomweb-client are the ``dicom`` extra):
+
+* :mod:`.dicom`: find DICOM series in folders and load each as one volume (voxels + RAS affine).
+* :mod:`.dicom_ingest`: DICOM series into a store through the same writer as NIfTI ingest.
+* :mod:`.dicomweb`: pull studies/series from a DICOMweb server (QIDO/WADO) and store SEGs back (STOW).
+* :mod:`.dicom_seg`: label maps as DICOM SEG objects referencing their source series.
+
+Example:
+    >>> from radiobject_adapter.io.dicom import load_dicom_series, scan_dicom
+    >>> series = scan_dicom("dicom_folder/")
+    >>> vol = load_dicom_series(next(iter(series.values())))
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
