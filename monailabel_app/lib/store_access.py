@@ -195,7 +195,7 @@ class StoreAccess:
         if tuple(data.shape) != tuple(image.shape):
             raise ValueError(f"label shape {data.shape} != image shape {image.shape} for {image_id!r}")
         with self._lock:
-            uri = self.label_uri(image_id, tag)
+            uri = self.label_uri(image_id, tag) or self._recover_pending(image_id, collection)
             if uri is None:
                 return self._create(image_id, collection, image, data, record)
             with self._writing():
@@ -222,6 +222,21 @@ class StoreAccess:
             return read_version(uri, int(version))
         except KeyError:
             raise LabelNotFound(f"{tag!r} label of {image_id!r} has no version {version}") from None
+
+    def _recover_pending(self, image_id: str, collection: str) -> str | None:
+        """The label array of a first save killed after registering it but before its
+        ``obs`` row (hidden from listings): its row is written from its metadata and the
+        array used, so the new save becomes its next version instead of a second array."""
+        if collection not in self.radi.collection_names:
+            return None
+        if make_obs_id(image_id, collection) not in self.radi.collection(collection).pending:
+            return None
+        writer = StoreWriter(self.uri)
+        try:
+            writer.existing_obs_ids(collection)  # writes the missing rows
+        finally:
+            writer.close()
+        return self._listing(collection, fresh=True).get(image_id)
 
     def _create(self, image_id: str, collection: str, image: Volume, data: np.ndarray, record: dict) -> int:
         """The first version of a label: a new array whose record is written with its voxels,
