@@ -79,8 +79,7 @@ def _overwrite(uri: str, data: np.ndarray, meta: Mapping[str, Any]) -> None:
         time.sleep(0.001)
     with tiledb.open(uri, "w", timestamp=before, ctx=ctx_for_threads()) as arr:
         for key in FOREGROUND_KEYS:
-            if key in arr.meta:
-                del arr.meta[key]
+            del arr.meta[key]  # a missing key is no error
     with tiledb.open(uri, "w", timestamp=before + 1, ctx=ctx_for_threads()) as arr:
         arr[tuple(slice(0, n) for n in data.shape)] = data
         for key, value in meta.items():
