@@ -43,9 +43,9 @@ def build_store(root: Path, subjects: int, labels: int, versions: int, shape: in
     nifti.mkdir(parents=True)
     for i in range(subjects):
         data = rng.integers(-100, 100, size=(shape,) * 3, dtype=np.int16)
-        nib.save(nib.Nifti1Image(data, np.eye(4)), str(nifti / f"case_{i:04d}.nii.gz"))
+        nib.save(nib.Nifti1Image(data, np.eye(4)), str(nifti / f"case{i:04d}.nii.gz"))
     table = root / "subjects.csv"
-    table.write_text("subject_id,age\n" + "".join(f"case_{i:04d},{20 + i % 60}\n" for i in range(subjects)))
+    table.write_text("subject_id,age\n" + "".join(f"case{i:04d},{20 + i % 60}\n" for i in range(subjects)))
     store = str(root / "store")
     ingest_niftis(store, {"CT": str(nifti)}, obs_meta=str(table), progress=True)
     access = StoreAccess(store, "CT", "seg")
@@ -53,8 +53,8 @@ def build_store(root: Path, subjects: int, labels: int, versions: int, shape: in
     for i in range(labels):
         for v in range(versions):
             data = rng.integers(0, 3, size=(shape,) * 3, dtype=np.uint8)
-            ts = access.save(f"case_{i:04d}", "final", data, {"annotator": "bench", "info": {"v": v}})
-            saved[(access.label_uri(f"case_{i:04d}"), ts)] = data
+            ts = access.save(f"case{i:04d}", "final", data, {"annotator": "bench", "info": {"v": v}})
+            saved[(access.label_uri(f"case{i:04d}"), ts)] = data
     return store, saved
 
 

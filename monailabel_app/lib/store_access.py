@@ -156,7 +156,11 @@ class StoreAccess:
         """The label array of an image, or ``None``. Labels are never removed, so only a miss
         needs a fresh listing (another process may have created the label since)."""
         collection = self.collection_for(tag)
-        return self._listing(collection).get(image_id) or self._listing(collection, fresh=True).get(image_id)
+        return (
+            self._listing(collection).get(image_id)
+            or self._listing(collection, fresh=True).get(image_id)
+            or self._recover_pending(image_id, collection)
+        )
 
     def require_label_uri(self, image_id: str, tag: str = FINAL_TAG) -> str:
         self.image_uri(image_id)
@@ -195,7 +199,7 @@ class StoreAccess:
         if tuple(data.shape) != tuple(image.shape):
             raise ValueError(f"label shape {data.shape} != image shape {image.shape} for {image_id!r}")
         with self._lock:
-            uri = self.label_uri(image_id, tag) or self._recover_pending(image_id, collection)
+            uri = self.label_uri(image_id, tag)
             if uri is None:
                 return self._create(image_id, collection, image, data, record)
             with self._writing():
@@ -225,18 +229,20 @@ class StoreAccess:
 
     def _recover_pending(self, image_id: str, collection: str) -> str | None:
         """The label array of a first save killed after registering it but before its
-        ``obs`` row (hidden from listings): its row is written from its metadata and the
-        array used, so the new save becomes its next version instead of a second array."""
-        if collection not in self.radi.collection_names:
-            return None
-        if make_obs_id(image_id, collection) not in self.radi.collection(collection).pending:
-            return None
-        writer = StoreWriter(self.uri)
-        try:
-            writer.existing_obs_ids(collection)  # writes the missing rows
-        finally:
-            writer.close()
-        return self._listing(collection, fresh=True).get(image_id)
+        ``obs`` row (hidden from listings; its voxels and record are whole): the row is
+        written from the array's metadata and the array returned, so that save is listed
+        and a new one becomes its next version instead of a second array."""
+        with self._lock:
+            if collection not in self.radi.collection_names:
+                return None
+            if make_obs_id(image_id, collection) not in self.radi.collection(collection).pending:
+                return None
+            writer = StoreWriter(self.uri)
+            try:
+                writer.existing_obs_ids(collection)  # writes the missing rows
+            finally:
+                writer.close()
+            return self._listing(collection, fresh=True).get(image_id)
 
     def _create(self, image_id: str, collection: str, image: Volume, data: np.ndarray, record: dict) -> int:
         """The first version of a label: a new array whose record is written with its voxels,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ def kills(tmp_path_factory):
 
     spec = importlib.util.spec_from_file_location("_kill_points_cases", KILL_POINTS_TEST)
     cases = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = cases  # dataclasses look their module up there
     spec.loader.exec_module(cases)  # the sibling test's inputs and writers
     root = tmp_path_factory.mktemp("check")
     with ForkServer(preload=["radiobject_adapter.store.ingest"], modules={"t": KILL_POINTS_TEST}) as server:

@@ -195,7 +195,8 @@ def _make_case(writer: str, root: Path, server: ForkServer) -> Case:
         if writer == "consolidate":  # label versions to keep: consolidate a store the app saved into
             _run(server, "label_save", str(base), inputs, root)
             new = {sid: [versions[-1]] for sid, versions in new.items()}
-        return Case(inputs, base, {"CT": contents["CT"], name: new})
+        kept = {"seg": contents["seg"]} if writer == "prediction_write" else {}  # ingested labels stay
+        return Case(inputs, base, {**kept, "CT": contents["CT"], name: new})
     raise KeyError(writer)
 
 
