@@ -161,6 +161,8 @@ def check_store(uri: str, repair: bool = False) -> CheckReport:
             for path in torn:
                 os.remove(path)
             f.repaired = True
+        else:
+            return report  # TileDB cannot open a group or array with such a file: nothing more to check
     if tiledb.object_type(uri, ctx=ctx) != "group":
         report.add("not_a_store", uri, "no TileDB group here", DAMAGE)
         return report

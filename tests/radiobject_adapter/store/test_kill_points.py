@@ -386,6 +386,7 @@ def test_writer_killed_at_chosen_store_writes_leaves_a_valid_store_and_rerun_com
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # up to ~150 kill points per writer on a busy 2-core machine
 @pytest.mark.parametrize("writer", sorted(WRITERS))
 def test_writer_killed_at_every_store_write_leaves_a_valid_store_and_rerun_completes(
     writer: str, tmp_path: Path, server: ForkServer
