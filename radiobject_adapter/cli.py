@@ -9,9 +9,12 @@ Examples::
     radiobundles ingest store -c CT --dicomweb http://127.0.0.1:8042/dicom-web --query Modality=CT
     radiobundles index-foreground store -c seg      # stores written before the index existed
     radiobundles info store
+    radiobundles check store [--repair]            # invariants after a crash; repair from stored data
+    radiobundles consolidate store                 # merge many small fragments (never label versions)
 
 Exit status: 0 when every subject was ingested, 3 when some were rejected (listed, the rest
-written), 2 on a usage or input error (nothing written).
+written), 2 on a usage or input error (nothing written). ``check``: 0 clean, 1 problems
+found and all repaired, 2 problems remain (damage, or repairable ones without --repair).
 """
 
 from __future__ import annotations
@@ -133,6 +136,29 @@ def _parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="describe a store (collections, subjects, volumes)")
     info.add_argument("store")
     info.add_argument("--json", action="store_true", help="machine-readable output")
+
+    chk = sub.add_parser(
+        "check",
+        help="verify a store's invariants (after a crash or kill); --repair fixes what stored data allows",
+        description=(
+            "Checks format version, volume <-> obs row agreement, unregistered or half-written folders "
+            "left by killed writers, counters, the subject table, foreground indexes against the newest "
+            "label fragment, and whether radiobject 0.1.1 reads the right volume per position. "
+            "--repair re-derives missing rows from the volumes' metadata, registers complete volumes, "
+            "removes dead writers' half-written folders (never while another writer is alive), rebuilds "
+            "stale indexes and counters; it never deletes a volume or a label version. "
+            "Exit status: 0 clean, 1 repaired, 2 problems remain."
+        ),
+    )
+    chk.add_argument("store")
+    chk.add_argument("--repair", action="store_true", help="fix what can be fixed from stored data")
+
+    con = sub.add_parser(
+        "consolidate",
+        help="merge the many small TileDB files of obs tables and groups (label versions are kept)",
+    )
+    con.add_argument("store")
+    con.add_argument("--no-progress", action="store_true")
     return parser
 
 
@@ -288,6 +314,29 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from radiobject_adapter.store.check import check_store
+
+    report = check_store(args.store, repair=args.repair)
+    print(report.summary())
+    return report.exit_code
+
+
+def _consolidate(args: argparse.Namespace) -> int:
+    from radiobject_adapter.store.consolidate import consolidate_store
+
+    try:
+        report = consolidate_store(args.store, progress=not args.no_progress)
+    except RuntimeError as err:  # another writer is active
+        print(f"radiobundles consolidate: error: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"{report.uri}: consolidated {len(report.arrays)} tables, {len(report.groups)} groups' metadata, "
+        f"fragment metadata of {len(report.volumes)} multi-version volumes (their versions kept)"
+    )
+    return 0
+
+
 def _input_errors() -> tuple[type[Exception], ...]:
     """Errors that mean bad input (exit 2). Imported only when an exception propagates (an
     ``except`` clause evaluates its tuple then), so ``--help`` and ``info`` skip the ingest stack."""
@@ -306,6 +355,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _ingest(args)
         if args.command == "index-foreground":
             return _index(args)
+        if args.command == "check":
+            return _check(args)
+        if args.command == "consolidate":
+            return _consolidate(args)
         return _info(args)
     except _input_errors() as err:
         print(f"radiobundles {args.command}: error: {err}", file=sys.stderr)

@@ -179,7 +179,11 @@ class StoreAccess:
         """The label array of an image, or ``None``. Labels are never removed, so only a miss
         needs a fresh listing (another process may have created the label since)."""
         collection = self.collection_for(tag)
-        return self._listing(collection).get(image_id) or self._listing(collection, fresh=True).get(image_id)
+        return (
+            self._listing(collection).get(image_id)
+            or self._listing(collection, fresh=True).get(image_id)
+            or self._recover_pending(image_id, collection)
+        )
 
     def require_label_uri(self, image_id: str, tag: str = FINAL_TAG) -> str:
         self.image_uri(image_id)
@@ -245,6 +249,23 @@ class StoreAccess:
             return read_version(uri, int(version))
         except KeyError:
             raise LabelNotFound(f"{tag!r} label of {image_id!r} has no version {version}") from None
+
+    def _recover_pending(self, image_id: str, collection: str) -> str | None:
+        """The label array of a first save killed after registering it but before its
+        ``obs`` row (hidden from listings; its voxels and record are whole): the row is
+        written from the array's metadata and the array returned, so that save is listed
+        and a new one becomes its next version instead of a second array."""
+        with self._lock:
+            if collection not in self.radi.collection_names:
+                return None
+            if make_obs_id(image_id, collection) not in self.radi.collection(collection).pending:
+                return None
+            writer = StoreWriter(self.uri)
+            try:
+                writer.existing_obs_ids(collection)  # writes the missing rows
+            finally:
+                writer.close()
+            return self._listing(collection, fresh=True).get(image_id)
 
     def _create(self, image_id: str, collection: str, image: Volume, data: np.ndarray, record: dict) -> int:
         """The first version of a label: a new array whose record is written with its voxels,

@@ -3,7 +3,8 @@
 Each subject is read and checked completely (every collection's file, image/label
 agreement) before any of its volumes is written, so a bad file costs only its own subject
 and never leaves half of a subject behind. Subjects already in the store are skipped, so
-re-running an interrupted ingest finishes it without duplicates.
+re-running an interrupted ingest finishes it without duplicates; a volume whose ``obs`` row
+a kill prevented gets the row from its stored metadata (``report.repaired``), not skipped.
 
 Example:
     >>> report = ingest_niftis("store", {"CT": "imagesTr/", "seg": "labelsTr/"},
@@ -60,6 +61,8 @@ class IngestReport:
     store: str
     written: dict[str, list[str]] = field(default_factory=dict)
     already_present: dict[str, list[str]] = field(default_factory=dict)
+    # volumes found without their obs row (a killed ingest) whose row was written again
+    repaired: dict[str, list[str]] = field(default_factory=dict)
     failures: list[IngestFailure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -78,6 +81,8 @@ class IngestReport:
                 f"  {name}: {len(self.written.get(name, []))} written, "
                 f"{len(self.already_present.get(name, []))} already present"
             )
+        for name, obs_ids in sorted(self.repaired.items()):
+            lines.append(f"  {name}: obs rows restored from the stored volumes of {', '.join(obs_ids)}")
         for f in self.failures:
             lines.append(f"  REJECTED {f.subject_id}: {f.reason} [{', '.join(f.paths)}]")
         lines.extend(f"  WARNING {w}" for w in self.warnings)
@@ -246,8 +251,8 @@ def ingest_niftis(
         compression=compression or settings.compression,
         compression_level=compression_level if compression_level is not None else settings.compression_level,
     )
-    present = {name: writer.existing_obs_ids(name) for name in images}
-    report = IngestReport(store=writer.uri)
+    present = {name: writer.existing_obs_ids(name) for name in images}  # repairs missing rows
+    report = IngestReport(store=writer.uri, repaired={k: list(v) for k, v in writer.repaired.items()})
     image_names = [n for n in images if n not in labels]
     n_files = sum(len(v) for v in by_subject.values())
     ingested_subjects: list[str] = []

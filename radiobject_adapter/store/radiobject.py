@@ -197,6 +197,20 @@ class RadiObject(SubjectSelection):
             raise IngestError(f"some DICOM series were rejected (the rest is written):\n{report.summary()}")
         return cls(uri)
 
+    def check(self, repair: bool = False) -> Any:
+        """Verify the store's invariants (see :func:`~radiobject_adapter.store.check.check_store`);
+        with ``repair``, fix what stored data allows. Returns a ``CheckReport``.
+
+        Example:
+            >>> report = RadiObject("store").check()
+            >>> print(report.summary()); report.exit_code    # 0 clean, 1 repaired, 2 damaged
+        """
+        from radiobject_adapter.store.check import check_store
+
+        report = check_store(self.uri, repair=repair)
+        self.refresh()
+        return report
+
     # -- structure ------------------------------------------------------------------------
     @cached_property
     def metadata(self) -> dict[str, Any]:

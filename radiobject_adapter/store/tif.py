@@ -194,39 +194,43 @@ def ingest_tifs(
     )
     report = IngestReport(store=writer.uri)
     total = sum(len(v) for v in by_collection.values())
-    with tqdm(total=total, unit="file", desc="ingest tif", disable=not progress) as bar:
-        for collection, files in by_collection.items():
-            present = writer.existing_obs_ids(collection)
-            for sid in sorted(files):
-                path = files[sid]
-                obs_id = make_obs_id(sid, collection)
-                if obs_id in present:
-                    report.already_present.setdefault(collection, []).append(sid)
+    try:
+        with tqdm(total=total, unit="file", desc="ingest tif", disable=not progress) as bar:
+            for collection, files in by_collection.items():
+                present = writer.existing_obs_ids(collection)
+                for sid in sorted(files):
+                    path = files[sid]
+                    obs_id = make_obs_id(sid, collection)
+                    if obs_id in present:
+                        report.already_present.setdefault(collection, []).append(sid)
+                        bar.update(1)
+                        continue
+                    try:
+                        image = load_tif(path)
+                    except (ValueError, OSError) as err:
+                        report.failures.append(IngestFailure(sid, str(err), (path,)))
+                        bar.update(1)
+                        continue
+                    volume = image[:, :, np.newaxis]
+                    writer.write_volume(
+                        collection,
+                        sid,
+                        obs_id,
+                        volume,
+                        np.eye(4),
+                        meta={
+                            "orientation_axcodes": "RAS",
+                            "orientation_source": "identity",
+                            "source_format": "tif",
+                            "source_path": os.path.abspath(path),
+                        },
+                        obs_row=_obs_row(collection, path, volume.shape),
+                    )
+                    report.written.setdefault(collection, []).append(sid)
                     bar.update(1)
-                    continue
-                try:
-                    image = load_tif(path)
-                except (ValueError, OSError) as err:
-                    report.failures.append(IngestFailure(sid, str(err), (path,)))
-                    bar.update(1)
-                    continue
-                volume = image[:, :, np.newaxis]
-                writer.write_volume(
-                    collection,
-                    sid,
-                    obs_id,
-                    volume,
-                    np.eye(4),
-                    meta={
-                        "orientation_axcodes": "RAS",
-                        "orientation_source": "identity",
-                        "source_format": "tif",
-                        "source_path": os.path.abspath(path),
-                    },
-                    obs_row=_obs_row(collection, path, volume.shape),
-                )
-                report.written.setdefault(collection, []).append(sid)
-                bar.update(1)
+    finally:
+        writer.close()
+    report.repaired = {k: list(v) for k, v in writer.repaired.items()}
     writer.update_counters(list(by_collection))
     stored = [*report.written.values(), *report.already_present.values()]
     _write_subject_table(writer, sorted({s for ids in stored for s in ids}), table)

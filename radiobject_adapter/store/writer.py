@@ -1,9 +1,12 @@
 """Writing into a store: groups, collections and volumes, each step safe to interrupt.
 
-A volume becomes visible only when it is added to its collection's ``volumes`` group, and
-that happens after its voxels and metadata are committed. A process killed earlier leaves
-an unregistered folder that no reader lists and that the next writer removes before
-reusing its name; re-running the same ingest completes the work.
+A volume is written in three steps: voxels and metadata (its ``obs`` row among them), then
+membership of its collection's ``volumes`` group, then its ``obs`` row. It becomes visible
+with the row (readers list registered volumes that have one). A process killed before the
+membership leaves an unregistered folder that no reader lists and that the next writer
+removes before reusing its name; one killed after it leaves a *pending* volume whose row the
+next writer of that collection writes from the array's metadata (:mod:`.recovery`), so
+re-running the same ingest completes the work without skipping or doubling anything.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from radiobject_adapter.store.layout import (
     read_format_version,
 )
 from radiobject_adapter.store.lease import WriterLease
+from radiobject_adapter.store.recovery import OBS_ROW_KEY, registered_volumes
 
 __all__ = ["OBS_COLUMNS", "StoreWriter"]
 
@@ -51,6 +55,11 @@ OBS_COLUMNS: dict[str, Any] = {
     "orientation_source": str,
     "source_path": str,
 }
+
+
+def _plain(value: Any) -> Any:
+    """JSON for numpy scalars (their Python value) and anything else (its text)."""
+    return value.item() if isinstance(value, np.generic) else str(value)
 
 
 class StoreWriter:
@@ -79,6 +88,8 @@ class StoreWriter:
         self.ctx = ctx or ctx_for_threads()
         self._vfs = tiledb.VFS(ctx=self.ctx)
         self._ensured: set[str] = set()
+        # obs ids whose missing obs row this writer wrote from the stored volume, per collection
+        self.repaired: dict[str, list[str]] = {}
         self.lease = WriterLease(self.uri, self._vfs)
         if not self.lease.others_alive():
             drop_torn_fragments(self.uri)  # left by a killed writer; they would block opening groups
@@ -165,21 +176,27 @@ class StoreWriter:
             self._vfs.remove_dir(uri)
             create()
 
-    def existing_obs_ids(self, name: str) -> dict[str, str]:
-        """``obs_id -> member name`` of the registered volumes of a collection."""
-        uri = join_uri(collection_uri(self.uri, name), "volumes")
+    def existing_obs_ids(self, name: str, repair: bool = True) -> dict[str, str]:
+        """``obs_id -> member name`` of the registered volumes of a collection.
+
+        With ``repair`` (the default), a registered volume without its ``obs`` row (its
+        writer was killed between the two) gets the row now, rebuilt from the volume's own
+        metadata, and is listed in :attr:`repaired`: the caller counts it as present, which
+        it then is, and does not write its voxels again.
+        """
+        col_uri = collection_uri(self.uri, name)
+        uri = join_uri(col_uri, "volumes")
         if self._object_type(uri) != "group":
             return {}
-        out: dict[str, str] = {}
-        with tiledb.Group(uri, "r", ctx=self.ctx) as grp:
-            members = [(m.name, m.uri) for m in grp]
-        for member_name, member_uri in members:
-            try:
-                with tiledb.open(member_uri, "r", ctx=self.ctx) as arr:
-                    if "obs_id" in arr.meta:
-                        out[str(arr.meta["obs_id"])] = member_name
-            except tiledb.TileDBError:
-                continue
+        records, _ = registered_volumes(uri, name, ctx=self.ctx)
+        out = {r.obs_id: r.member for r in records if r.obs_id is not None}
+        if repair and records:
+            obs_uri = join_uri(col_uri, "obs")
+            have = set(read_dataframe(obs_uri, ctx=self.ctx)["obs_id"]) if self._object_type(obs_uri) else set()
+            missing = [r for r in records if r.obs_id is not None and r.obs_id not in have and r.subject_id]
+            if missing:
+                write_rows(obs_uri, [r.obs_row() for r in missing], ctx=self.ctx)
+                self.repaired.setdefault(name, []).extend(r.obs_id for r in missing)
         return out
 
     # -- volumes ------------------------------------------------------------------------
@@ -229,9 +246,10 @@ class StoreWriter:
     ) -> str:
         """Write one volume and register it; returns the array URI.
 
-        The steps run in an order that any interruption leaves harmless: voxels + metadata,
-        then group membership (the moment it becomes visible), then the ``obs`` row and
-        counters (repaired by the next run if missing). ``timestamp`` (ms) stamps the voxels
+        The steps run in an order that any interruption leaves harmless: voxels + metadata
+        (the row included), then group membership, then the ``obs`` row, the moment it becomes
+        visible (a missing row is written by the next writer from the metadata, see
+        :meth:`existing_obs_ids`). ``timestamp`` (ms) stamps the voxels
         and metadata (default: now), for callers whose metadata names the fragment's time.
         """
         col_uri = self.ensure_collection(collection)
@@ -247,6 +265,7 @@ class StoreWriter:
             "tile_orientation": self.tiling.orientation_label,
             "orientation_affine": affine_to_json(affine),
             **{k: str(v) for k, v in (meta or {}).items()},
+            OBS_ROW_KEY: json.dumps(dict(obs_row or {}), default=_plain),
         }
         with tiledb.open(vol_uri, "w", timestamp=timestamp, ctx=self.ctx) as arr:
             arr[tuple(slice(0, n) for n in data.shape)] = data

@@ -8,14 +8,19 @@ imports the heavy modules once, before any TileDB context or torch thread exists
 one worker per run. A forked worker is an ordinary process with its own TileDB context (none
 is inherited: the server never made one) and is killed with ``SIGKILL`` like any other.
 
-Two ways to choose the moment, both reproducible from a seed:
+Three ways to choose the moment, all reproducible:
 
 * from outside: :meth:`Worker.kill_after` sleeps a delay, then sends ``SIGKILL`` (the kill can
   land anywhere, inside libtiledb's or torch's C++ code too);
 * from inside: :func:`arm_kill` makes the worker ``SIGKILL`` itself at the ``n``-th Python
   function call, or right after the ``k``-th return from a named function (say, the moment a
   TileDB fragment has committed but the metadata that goes with it has not). Nothing is
-  replaced or faked: the code under test runs unchanged until the process dies.
+  replaced or faked: the code under test runs unchanged until the process dies;
+* at a store write: :func:`arm_store_kill` wraps the TileDB-Py calls that change a store
+  (array/group creation, fragment writes, metadata puts and deletes, group adds/removes, the
+  commits of write-mode arrays and groups, consolidation, folder removal) so that the process
+  dies just before the ``n``-th of them, and logs each one; a run without a kill counts them,
+  and ``n = 1..N`` enumerates every state a writer can leave (exhaustive, not sampled).
 
 Example:
     >>> with ForkServer(preload=["monailabel_app.lib.datastore"], modules={"t": __file__}) as server:
@@ -35,7 +40,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["CallCounter", "ForkServer", "Worker", "arm_kill"]
+__all__ = ["STORE_WRITE_OPS", "CallCounter", "ForkServer", "Worker", "arm_kill", "arm_store_kill", "read_op_log"]
 
 _READY_TIMEOUT_S = 600.0
 
@@ -84,6 +89,98 @@ def arm_kill(at_call: int | None = None, after_return_of: str | None = None, occ
                 _die()
 
     sys.setprofile(profile)
+
+
+def _store_write_ops() -> list[tuple[str, Any, str, str]]:
+    """``(label, owner, attribute, kind)`` of the TileDB-Py calls that change a store; kind is
+    ``plain``, ``static``, ``class`` or ``commit`` (a ``close`` that writes only in write mode)."""
+    import tiledb
+    import tiledb.array
+    import tiledb.dense_array
+    import tiledb.group
+    import tiledb.metadata
+    import tiledb.sparse_array
+
+    return [
+        ("array.create", tiledb.array.Array, "create", "class"),
+        ("group.create", tiledb.group.Group, "create", "static"),
+        ("dense.write", tiledb.dense_array.DenseArrayImpl, "__setitem__", "plain"),
+        ("sparse.write", tiledb.sparse_array.SparseArrayImpl, "__setitem__", "plain"),
+        ("meta.put", tiledb.metadata.Metadata, "__setitem__", "plain"),
+        ("meta.delete", tiledb.metadata.Metadata, "__delitem__", "plain"),
+        ("group.add", tiledb.group.Group, "add", "plain"),
+        ("group.remove", tiledb.group.Group, "remove", "plain"),
+        ("group.commit", tiledb.group.Group, "close", "commit"),
+        ("array.commit", tiledb.array.Array, "close", "commit"),
+        ("consolidate", tiledb, "consolidate", "module"),
+        ("vacuum", tiledb, "vacuum", "module"),
+        ("group.consolidate_metadata", tiledb.group.Group, "consolidate_metadata", "static"),
+        ("group.vacuum_metadata", tiledb.group.Group, "vacuum_metadata", "static"),
+        ("vfs.remove_dir", tiledb.VFS, "remove_dir", "plain"),
+        ("vfs.remove_file", tiledb.VFS, "remove_file", "plain"),
+    ]
+
+
+STORE_WRITE_OPS = (
+    "array.create, group.create, dense.write, sparse.write, meta.put, meta.delete, group.add, group.remove, "
+    "group.commit, array.commit, consolidate, vacuum, group.consolidate_metadata, group.vacuum_metadata, "
+    "vfs.remove_dir, vfs.remove_file"
+)
+
+
+def arm_store_kill(kill_at: int | None, log: str | None = None) -> None:
+    """Count this process's store writes (see :data:`STORE_WRITE_OPS`); ``SIGKILL`` it just
+    before the ``kill_at``-th (never, when ``None``: a counting run). Each write that goes
+    ahead is appended to ``log`` (one line, ``label``), so the parent learns ``N`` and what
+    each kill point interrupted. Only a forked worker should call this: it patches TileDB-Py's
+    classes for the rest of the process's life.
+    """
+    seen = depth = 0
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if log else None
+
+    def before(label: str) -> None:
+        nonlocal seen
+        seen += 1
+        if kill_at is not None and seen >= kill_at:
+            _die()
+        if fd is not None:
+            os.write(fd, f"{label}\n".encode())  # one write(): a kill leaves whole lines
+
+    for label, owner, attr, kind in _store_write_ops():
+        original = getattr(owner, attr)  # for "class": bound to the owner, so called without cls
+        skip_first = kind == "class"
+
+        def wrapped(
+            *args: Any,
+            _original: Any = original,
+            _label: str = label,
+            _kind: str = kind,
+            _skip: bool = skip_first,
+            **kw: Any,
+        ) -> Any:
+            nonlocal depth
+            if depth == 0 and (_kind != "commit" or getattr(args[0], "mode", "r") != "r"):
+                before(_label)
+            depth += 1  # calls made inside this one (a put deletes the old value first) are its own
+            try:
+                return _original(*(args[1:] if _skip else args), **kw)
+            finally:
+                depth -= 1
+
+        if kind == "class":
+            setattr(owner, attr, classmethod(wrapped))
+        elif kind == "static":
+            setattr(owner, attr, staticmethod(wrapped))
+        else:
+            setattr(owner, attr, wrapped)
+
+
+def read_op_log(path: str) -> list[str]:
+    """The store writes an :func:`arm_store_kill` log lists, in order."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as fh:
+        return [line.strip() for line in fh if line.strip()]
 
 
 class CallCounter:

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -27,8 +28,10 @@ from monai.transforms import MapTransform, Transform
 from radiobject_adapter import RadiObject
 from radiobject_adapter.address import is_volume_address, parse_address
 from radiobject_adapter.config import ctx_for_threads, forget_array
+from radiobject_adapter.store.dataframe import write_rows
 from radiobject_adapter.store.foreground import ForegroundIndex
-from radiobject_adapter.store.layout import affine_to_json, make_obs_id
+from radiobject_adapter.store.layout import affine_to_json, collection_uri, join_uri, make_obs_id
+from radiobject_adapter.store.recovery import OBS_ROW_KEY
 from radiobject_adapter.store.writer import StoreWriter
 from radiobundles.addresses import restore_address
 from radiobundles.ct3d.metrics import subject_id_of
@@ -47,8 +50,41 @@ def _existing(store: str, collection: str, subject_id: str) -> str | None:
     radi = RadiObject(store)
     if collection not in radi.collection_names:
         return None
-    volume = radi.collection(collection).get(subject_id)
+    coll = radi.collection(collection)
+    volume = coll.get(subject_id)
+    if volume is None and make_obs_id(subject_id, collection) in coll.pending:
+        # an earlier write killed between registering the volume and its obs row: finish it
+        # (row from the volume's metadata) and write the new prediction as its next fragment
+        writer = StoreWriter(store)
+        try:
+            writer.existing_obs_ids(collection)
+        finally:
+            writer.close()
+        volume = coll.refresh().get(subject_id)
     return volume.uri if volume is not None else None
+
+
+def _overwrite(uri: str, data: np.ndarray, meta: Mapping[str, Any]) -> None:
+    """A new fragment of ``data`` with ``meta``, in two writes no kill can tear: first the old
+    foreground index is removed (it must never describe the new voxels), then the voxels and
+    the new metadata, one millisecond later (the earlier prediction stays readable by time
+    travel, with its own index)."""
+    import time
+
+    from radiobject_adapter.store.foreground import FOREGROUND_KEYS
+
+    newest = max((int(f.timestamp_range[1]) for f in tiledb.array_fragments(uri, ctx=ctx_for_threads())), default=0)
+    before = max(time.time_ns() // 1_000_000, newest + 1)
+    while time.time_ns() // 1_000_000 <= before:  # a stamp in the future would hide the fragment
+        time.sleep(0.001)
+    with tiledb.open(uri, "w", timestamp=before, ctx=ctx_for_threads()) as arr:
+        for key in FOREGROUND_KEYS:
+            del arr.meta[key]  # a missing key is no error
+    with tiledb.open(uri, "w", timestamp=before + 1, ctx=ctx_for_threads()) as arr:
+        arr[tuple(slice(0, n) for n in data.shape)] = data
+        for key, value in meta.items():
+            arr.meta[key] = value
+    forget_array(uri)
 
 
 def write_label_volume(
@@ -65,24 +101,32 @@ def write_label_volume(
     data = np.ascontiguousarray(data, dtype=np.uint8)
     affine = np.asarray(affine, dtype=np.float64)
     index_meta = ForegroundIndex.compute(data).to_metadata()
+    spacing = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+    obs_row = {
+        "series_type": collection,
+        "voxel_spacing": str(spacing),
+        "dimensions": str(data.shape),
+        "axcodes": "".join(nib.aff2axcodes(affine)),
+        "affine_json": affine_to_json(affine),
+        "source_path": source,
+    }
     existing = _existing(store, collection, subject_id)
     if existing is not None:
         with tiledb.open(existing, "r", ctx=ctx_for_threads()) as arr:
             shape = arr.schema.shape
+            obs_id = str(arr.meta["obs_id"])
         if tuple(shape) != data.shape:
             raise ValueError(
                 f"{collection!r} of {store!r} already holds a volume of shape {tuple(shape)} for {subject_id!r}, "
                 f"the prediction has {data.shape}; write into another collection (--pred_collection)"
             )
-        with tiledb.open(existing, "w", ctx=ctx_for_threads()) as arr:
-            arr[tuple(slice(0, n) for n in data.shape)] = data
-            arr.meta["orientation_affine"] = affine_to_json(affine)
-            arr.meta["source_path"] = source
-            for key, value in index_meta.items():
-                arr.meta[key] = value
-        forget_array(existing)
+        meta = {"orientation_affine": affine_to_json(affine), "source_path": source, **index_meta}
+        _overwrite(existing, data, {**meta, OBS_ROW_KEY: json.dumps(obs_row)})
+        # the row follows the voxels; a kill in between leaves a row `radiobundles check --repair`
+        # (or the next write of this subject) rewrites from OBS_ROW_KEY
+        obs_uri = join_uri(collection_uri(RadiObject(store).uri, collection), "obs")
+        write_rows(obs_uri, [{"obs_subject_id": subject_id, "obs_id": obs_id, **obs_row}], ctx=ctx_for_threads())
         return existing
-    spacing = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
     writer = StoreWriter(store)
     try:
         uri = writer.write_volume(
@@ -92,14 +136,7 @@ def write_label_volume(
             data,
             affine,
             meta={"source_path": source},
-            obs_row={
-                "series_type": collection,
-                "voxel_spacing": str(spacing),
-                "dimensions": str(data.shape),
-                "axcodes": "".join(nib.aff2axcodes(affine)),
-                "affine_json": affine_to_json(affine),
-                "source_path": source,
-            },
+            obs_row=obs_row,
             raw_meta=index_meta,
         )
         writer.update_counters([collection])
