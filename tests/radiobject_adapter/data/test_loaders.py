@@ -35,7 +35,9 @@ def test_forked_workers_after_parent_read_never_hang(ct_store: str) -> None:
         print("items", n)
         """
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    # a hang guard, not a speed limit: a deadlocked worker never finishes, while the child's
+    # torch/MONAI import alone took about a minute on a 2-core machine at load average 20+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"items {4 * len(RadiObject(ct_store).CT)}" in done.stdout
 
