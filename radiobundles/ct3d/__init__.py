@@ -2,6 +2,7 @@
 
 * :mod:`.datasets`: label-driven patch training datasets, store (patch reads) or NIfTI.
 * :mod:`.handlers`: TensorBoard slice panel, progress bar.
+* :mod:`.networks`: a UNet on a coarser working grid, answering on the input grid.
 * :mod:`.metrics`: per-subject, per-class Dice and HD95 (mm) as CSV, plus a summary.
 * :mod:`.store_output`: predictions into a store collection; NIfTI names by subject.
 * :mod:`.visualize`: image / ground truth / prediction panels.
@@ -16,10 +17,12 @@ from __future__ import annotations
 from radiobundles.ct3d.datasets import PatchesPerSubject, datalist_source, patch_training_dataset
 from radiobundles.ct3d.handlers import ProgressBarHandler, TensorBoardSlicePanel, loss_value, progress_values
 from radiobundles.ct3d.metrics import SubjectMetricsSaver, class_name_list, segmentation_scores, subject_id_of
+from radiobundles.ct3d.networks import CoarseGridUNet
 from radiobundles.ct3d.store_output import SaveToStored, subject_name_formatter, write_label_volume
 from radiobundles.ct3d.visualize import best_slice, label_map, slice_panel
 
 __all__ = [
+    "CoarseGridUNet",
     "PatchesPerSubject",
     "ProgressBarHandler",
     "SaveToStored",
