@@ -211,6 +211,12 @@ def main() -> int:
     parser.add_argument(
         "--before", default=None, help="git revision of the 'before' bundle (default: merge-base with main)"
     )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["before", "after"],
+        help="bundles folders to compare, NAME=FOLDER; 'before' alone: the bundle at --before; 'after' alone: this checkout's",
+    )
     parser.add_argument("--rounds", type=int, default=2, help="server starts per variant")
     parser.add_argument("--repeats", type=int, default=2, help="infer calls per image after the first")
     parser.add_argument("--dice", action="store_true", help="also train both variants with the demo recipe")
@@ -225,10 +231,15 @@ def main() -> int:
             ["git", "-C", REPO, "merge-base", "HEAD", "main"], check=True, capture_output=True, text=True
         ).stdout.strip()
     )
-    variants = {"before": bundle_at_revision(rev, os.path.join(out, "before")), "after": os.path.join(REPO, "bundles")}
-    print(f"before: bundle at {rev[:10]}; after: {variants['after']}; working folder {out}", flush=True)
+    variants = {}
+    for spec in args.variants:
+        name, _, path = spec.partition("=")
+        if name == "before" and not path:
+            path = bundle_at_revision(rev, os.path.join(out, "before"))
+        variants[name] = os.path.abspath(path or os.path.join(REPO, "bundles"))
+    print(f"before: bundle at {rev[:10]}; variants {variants}; working folder {out}", flush=True)
     dice_runs = None
-    if args.dice:  # trains in the background while the servers are timed
+    if args.dice and {"before", "after"} <= set(variants):  # trains in the background while the servers are timed
         dice_runs = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.annotator_dice", "--out", os.path.join(out, "dice"), "--variants"]
             + [f"{k}={v}" for k, v in variants.items()],
@@ -247,7 +258,7 @@ def main() -> int:
             results[name].append(res)
             print(f"round {rnd + 1} {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in res.items()), flush=True)
     load1 = os.getloadavg()
-    if args.levers:
+    if args.levers and {"before", "after"} <= set(variants):
         from benchmarks.annotator_levers import run_levers
 
         print(run_levers(os.path.join(variants["before"], BUNDLE), os.path.join(variants["after"], BUNDLE)))
