@@ -25,6 +25,8 @@ Run from the repository root (about 10 minutes on two idle cores; the Dice part 
 trainings, run at the same time)::
 
     PYTHONPATH=$PWD .venv/bin/python -m benchmarks.annotator_latency --rounds 2 --dice --levers
+
+``--variants after coarse=/path/to/bundles`` compares other bundle folders (``NAME=FOLDER``).
 """
 
 from __future__ import annotations
