@@ -2,6 +2,7 @@
 
 * :mod:`.datasets`: label-driven patch training datasets, store (patch reads) or NIfTI.
 * :mod:`.handlers`: TensorBoard slice panel, progress bar.
+* :mod:`.networks`: a UNet on a coarser working grid, answering on the input grid.
 * :mod:`.metrics`: per-subject, per-class Dice and HD95 (mm) as CSV, plus a summary.
 * :mod:`.store_output`: predictions into a store collection; NIfTI names by subject.
 * :mod:`.dicom_output`: predictions as DICOM SEG referencing the source series (optionally STOW-RS).
@@ -18,10 +19,12 @@ from radiobundles.ct3d.datasets import PatchesPerSubject, datalist_source, patch
 from radiobundles.ct3d.dicom_output import SaveDicomSegd, bundle_class_names
 from radiobundles.ct3d.handlers import ProgressBarHandler, TensorBoardSlicePanel, loss_value, progress_values
 from radiobundles.ct3d.metrics import SubjectMetricsSaver, class_name_list, segmentation_scores, subject_id_of
+from radiobundles.ct3d.networks import CoarseGridUNet
 from radiobundles.ct3d.store_output import SaveToStored, subject_name_formatter, write_label_volume
 from radiobundles.ct3d.visualize import best_slice, label_map, slice_panel
 
 __all__ = [
+    "CoarseGridUNet",
     "PatchesPerSubject",
     "ProgressBarHandler",
     "SaveDicomSegd",

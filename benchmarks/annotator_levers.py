@@ -1,0 +1,161 @@
+"""One lever at a time: what each inference setting does to the network part of ``/infer``.
+
+The network is built from a bundle's ``inference.json`` (``network_def``, ``inferer``), with its
+initial weights (the time does not depend on their values), and run by MONAI's
+``SlidingWindowInferer`` on a random 1-channel volume, in this process, without the server. Each
+lever changes one thing against a base (the bundle before or after); levers are visited in a
+shuffled order per round so that load from other users of the machine spreads over all. Wall and
+CPU seconds (this process, all threads) are the medians over rounds.
+
+Run on its own::
+
+    python -m benchmarks.annotator_levers --before /tmp/before/bundles/ct_segmentation_3d \\
+        --after bundles/ct_segmentation_3d --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from monai.bundle import ConfigParser
+from monai.inferers import SlidingWindowInferer
+
+__all__ = ["LEVERS", "run_levers"]
+
+SHAPES = {"96x96x64": (96, 96, 64), "256x256x160": (256, 256, 160)}
+# bf16 has no native support on CPUs without AVX512-BF16/AMX (it was ~20x slower here): small volume only
+SKIP = {("after + bf16 autocast", "256x256x160")}
+LIGHT_NET = {"channels": [8, 16, 32, 64, 128], "num_res_units": 1}
+
+
+def _build(bundle: str, net: dict[str, Any] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    parser = ConfigParser()
+    parser.read_config(os.path.join(bundle, "configs", "inference.json"))
+    parser["bundle_root"] = bundle
+    for key, value in (net or {}).items():
+        parser[f"network_def#{key}"] = value
+    torch.manual_seed(0)
+    network = parser.get_parsed_content("network_def").eval()
+    sw = {k: parser.get_parsed_content(k) for k in ("patch_size", "sw_batch_size", "sw_overlap")}
+    return network, sw
+
+
+# name -> (base bundle, network overrides, inferer overrides, setup); setup wraps the network / call
+LEVERS: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
+    "before: UNet 16-256 on the source grid, overlap 0.5, sw_batch 4": ("before", {}, {}, ""),
+    "before + overlap 0.25": ("before", {}, {"sw_overlap": 0.25}, ""),
+    "before + overlap 0.25 + sw_batch 1": ("before", {}, {"sw_overlap": 0.25, "sw_batch_size": 1}, ""),
+    "before + overlap 0.25 + window 160": ("before", {}, {"sw_overlap": 0.25, "patch_size": [160] * 3}, ""),
+    "before + overlap 0.25 + 2 torch threads": ("before", {}, {"sw_overlap": 0.25}, "threads2"),
+    "before + overlap 0.25 + channels-last": ("before", {}, {"sw_overlap": 0.25}, "channels_last"),
+    "before + overlap 0.25 + TorchScript (trace, freeze)": ("before", {}, {"sw_overlap": 0.25}, "torchscript"),
+    "before + overlap 0.25 + lighter net 8-128, 1 res unit": ("before", LIGHT_NET, {"sw_overlap": 0.25}, ""),
+    "after: coarse grid x2, UNet 16-128, overlap 0.25, sw_batch 4": ("after", {}, {}, ""),
+    "after + sw_batch 1": ("after", {}, {"sw_batch_size": 1}, ""),
+    "after + window 160": ("after", {}, {"patch_size": [160] * 3}, ""),
+    "after + 2 torch threads": ("after", {}, {}, "threads2"),
+    "after + channels-last": ("after", {}, {}, "channels_last"),
+    "after + TorchScript (trace, freeze)": ("after", {}, {}, "torchscript"),
+    "after + bf16 autocast": ("after", {}, {}, "bf16"),
+}
+
+
+def _prepare(network: torch.nn.Module, setup: str, example: torch.Tensor) -> tuple[Callable, Callable]:
+    """The network to call and a context manager factory for the call."""
+    if setup == "channels_last":
+        network = network.to(memory_format=torch.channels_last_3d)
+        return (lambda x: network(x.contiguous(memory_format=torch.channels_last_3d))), contextlib.nullcontext
+    if setup == "torchscript":
+        with torch.no_grad():
+            traced = torch.jit.freeze(torch.jit.trace(network, example))
+        return traced, contextlib.nullcontext
+    if setup == "bf16":
+        return network, lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    return network, contextlib.nullcontext
+
+
+def _time_one(bundles: dict[str, str], lever: str, shape: tuple[int, ...]) -> tuple[float, float]:
+    base, net, sw_over, setup = LEVERS[lever]
+    network, sw = _build(bundles[base], net)
+    sw.update(sw_over)
+    roi = sw["patch_size"]
+    inferer = SlidingWindowInferer(roi, sw["sw_batch_size"], sw["sw_overlap"], mode="gaussian")
+    x = torch.rand(1, 1, *shape)
+    fn, ctx = _prepare(network, setup, torch.rand(sw["sw_batch_size"], 1, *roi))
+    threads = torch.get_num_threads()
+    if setup == "threads2":
+        torch.set_num_threads(2)
+    try:
+        with torch.no_grad(), ctx():
+            w0, c0 = time.perf_counter(), time.process_time()
+            inferer(x, fn)
+            return time.perf_counter() - w0, time.process_time() - c0
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run_levers(
+    before: str,
+    after: str,
+    rounds: int = 1,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+    threads: int = 1,
+) -> str:
+    """Time every lever of :data:`LEVERS` on every shape; returns the printed table.
+
+    ``threads``: torch threads of every lever but the "2 torch threads" ones. One by default: on
+    a machine busier than its cores, more OpenMP threads than free cores spin-wait, and CPU
+    seconds then measure the spinning rather than the work (7x the CPU at load 28 here).
+    """
+    torch.set_num_threads(threads)
+    bundles = {"before": before, "after": after}
+    shapes = shapes or SHAPES
+    times: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for rnd in range(rounds):
+        jobs = [(lever, s) for lever in LEVERS for s in shapes if (lever, s) not in SKIP]
+        random.Random(rnd).shuffle(jobs)
+        for lever, s in jobs:
+            times.setdefault((lever, s), []).append(_time_one(bundles, lever, shapes[s]))
+            w, c = times[(lever, s)][-1]
+            print(f"  [{rnd + 1}/{rounds}] {lever} @ {s}: {w:.2f} s wall, {c:.2f} s CPU", flush=True)
+    load = os.getloadavg()
+    head = f"{'lever (network part of /infer, in-process)':62s}" + "".join(
+        f"{s + ' wall / CPU s':>26s}" for s in shapes
+    )
+    lines = [f"load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}, torch threads {torch.get_num_threads()}"]
+    lines += [head, "-" * len(head)]
+    for lever in LEVERS:
+        cells = ""
+        for s in shapes:
+            if (lever, s) in SKIP:
+                cells += f"{'not run':>26s}"
+                continue
+            w = statistics.median(t[0] for t in times[(lever, s)])
+            c = statistics.median(t[1] for t in times[(lever, s)])
+            cells += f"{w:>17.2f} / {c:6.2f}"
+        lines.append(f"{lever:62s}{cells}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--before", required=True, help="the 'before' bundle folder")
+    parser.add_argument("--after", required=True, help="the 'after' bundle folder")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (see run_levers)")
+    parser.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
+    args = parser.parse_args()
+    print(run_levers(args.before, args.after, args.rounds, {s: SHAPES[s] for s in args.shapes}, args.threads))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
