@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -194,7 +195,7 @@ def test_metadata_has_version_in_changelog_and_declares_our_package() -> None:
         assert (BUNDLE / name).is_file(), name
     readme = (BUNDLE / "docs" / "README.md").read_text()
     for section in ("Model Overview", "Data", "Training configuration", "Input", "Output", "Performance"):
-        assert f"## {section}" in readme or f"### {section}" in readme, section
+        assert re.search(rf"^#+ {section}$", readme, re.MULTILINE), section
     assert "TorchScript" in readme
 
 
