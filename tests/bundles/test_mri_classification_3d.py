@@ -259,6 +259,7 @@ def test_verify_net_in_out_and_ckpt_export_pass_with_monais_defaults(tmp_path) -
 SMALL = [
     "--collections", json.dumps(list(COLLECTIONS)), "--spatial_size", "[32,32,32]", "--num_workers", "0",
     "--network_def#init_features", "8", "--network_def#growth_rate", "8", "--network_def#block_config", "[1,2,2,2]",
+    "--gradcam_layer", "features.denseblock2",  # a 4³ map at 32³ inputs (class_layers.relu is 1³ there)
 ]  # fmt: skip
 
 
