@@ -33,7 +33,11 @@ def save_overlay(image: np.ndarray, cam: np.ndarray, path: str, title: str) -> s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    centre = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    # a map coarser than one voxel of the last feature grid is flat: show the volume's centre then
+    flat = float(np.ptp(cam)) < 1e-6
+    centre = tuple(n // 2 for n in cam.shape) if flat else np.unravel_index(int(np.argmax(cam)), cam.shape)
+    if flat:
+        title += " (flat map: choose an earlier gradcam_layer for this input size)"
     planes = [
         ("sagittal", image[centre[0]], cam[centre[0]]),
         ("coronal", image[:, centre[1]], cam[:, centre[1]]),
