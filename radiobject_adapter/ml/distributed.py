@@ -45,7 +45,7 @@ def create_distributed_dataloader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        pin_memory=pin_memory,
+        pin_memory=pin_memory and num_workers > 0,
         drop_last=True,
     )
 

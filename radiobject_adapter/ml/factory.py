@@ -48,7 +48,9 @@ def create_training_dataloader(
         collections, _config(patch_size, patches_per_volume), labels=labels, transform=transform
     )
     kwargs.setdefault("drop_last", True)
-    return make_dataloader(ds, batch_size, True, num_workers, pin_memory, persistent_workers, **kwargs)
+    return make_dataloader(
+        ds, batch_size, True, num_workers, pin_memory and num_workers > 0, persistent_workers, **kwargs
+    )
 
 
 def create_validation_dataloader(
@@ -62,7 +64,7 @@ def create_validation_dataloader(
 ) -> DataLoader:
     """Unshuffled, every item kept."""
     ds = VolumeCollectionDataset(collections, _config(patch_size), labels=labels, transform=transform)
-    return make_dataloader(ds, batch_size, False, num_workers, pin_memory)
+    return make_dataloader(ds, batch_size, False, num_workers, pin_memory and num_workers > 0)
 
 
 def create_inference_dataloader(
@@ -74,7 +76,7 @@ def create_inference_dataloader(
 ) -> DataLoader:
     """Whole volumes in order."""
     ds = VolumeCollectionDataset(collections, DatasetConfig(), transform=transform)
-    return make_dataloader(ds, batch_size, False, num_workers, pin_memory)
+    return make_dataloader(ds, batch_size, False, num_workers, pin_memory and num_workers > 0)
 
 
 def create_segmentation_dataloader(
@@ -108,4 +110,6 @@ def create_segmentation_dataloader(
         foreground_max_retries=foreground_max_retries,
     )
     kwargs.setdefault("drop_last", True)
-    return make_dataloader(ds, batch_size, True, num_workers, pin_memory, persistent_workers, **kwargs)
+    return make_dataloader(
+        ds, batch_size, True, num_workers, pin_memory and num_workers > 0, persistent_workers, **kwargs
+    )

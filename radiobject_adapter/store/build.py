@@ -325,7 +325,9 @@ def copy_collections(
     from radiobject_adapter.store.ingest import _write_subject_table, load_subject_table
 
     if not collections:
-        raise ValueError("give at least one collection, e.g. {'CT': ct_collection}")
+        raise ValueError(
+            "At least one VolumeCollection is required. At least one collection must be given, e.g. {'CT': ct}"
+        )
     writer = StoreWriter(uri, ctx=ctx)
     subjects: set[str] = set()
     try:
@@ -364,14 +366,16 @@ def append_niftis(
     shape = collection.shape
     for (path, _), vol in zip(pairs, loaded):
         if shape is not None and len(collection) and tuple(vol.data.shape[:3]) != tuple(shape):
-            raise ValueError(f"{path}: shape {vol.data.shape[:3]} differs from the collection's {shape}")
+            raise ValueError(
+                f"Dimension mismatch: {path} has shape {vol.data.shape[:3]}, the collection's volumes {shape}"
+            )
     name = collection.name
     obs_ids = [make_obs_id(sid, name) for _, sid in pairs]
     taken = sorted(set(obs_ids) & set(collection.refresh().obs_ids)) + sorted(
         {o for o in obs_ids if obs_ids.count(o) > 1}
     )
     if taken:
-        raise ValueError(f"obs_id(s) already in collection {name!r}: {taken[:5]}")
+        raise ValueError(f"obs_id(s) already exist in collection {name!r}: {taken[:5]}")
     root, _, member = collection.uri.rpartition("/collections/")
     in_store = bool(root) and member == name and tiledb.object_type(root, ctx=collection._effective_ctx()) == "group"
     writer = StoreWriter(root, ctx=collection.ctx) if in_store else CollectionWriter(collection.uri, ctx=collection.ctx)
@@ -388,3 +392,21 @@ def append_niftis(
         writer.count()
     collection.refresh()
     return obs_ids
+
+
+def check_append_subjects(radi: Any, images: Mapping[str, Any], obs_meta: pd.DataFrame | None) -> None:
+    """radiobject's rule for ``RadiObject.append``: subjects new to the store need a row in
+    ``obs_meta`` (an ``obs_subject_id`` column); raises ``ValueError`` naming them otherwise."""
+    from radiobject_adapter.store.ingest import _files_and_subjects
+
+    given = {sid for spec in images.values() for _, sid in _files_and_subjects(spec, None)}
+    new = sorted(given - set(radi.obs_subject_ids))
+    if obs_meta is not None and "obs_subject_id" not in obs_meta.columns:
+        raise ValueError(f"obs_meta must contain an obs_subject_id column; columns: {list(obs_meta.columns)}")
+    if not new:
+        return
+    if obs_meta is None:
+        raise ValueError(f"obs_meta required for new subjects: {new[:5]}; pass obs_meta=DataFrame(obs_subject_id=...)")
+    missing = sorted(set(new) - set(obs_meta["obs_subject_id"].astype(str)))
+    if missing:
+        raise ValueError(f"obs_meta has missing entries for new subjects: {missing[:5]}")

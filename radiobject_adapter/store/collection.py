@@ -113,9 +113,11 @@ class VolumeCollection:
         obs_data: pd.DataFrame | None = None,
         name: str | None = None,
         ctx: tiledb.Ctx | None = None,
+        validate_dimensions: bool = True,
     ) -> VolumeCollection:
         """A collection at ``uri`` holding copies of ``(obs_id, Volume)`` pairs; subjects come
-        from ``obs_data`` (``obs_id``, ``obs_subject_id`` + more columns) or the volumes.
+        from ``obs_data`` (``obs_id``, ``obs_subject_id`` + more columns) or the volumes;
+        ``validate_dimensions`` requires one shape for all (as radiobject).
 
         Example:
             >>> VolumeCollection.from_volumes("ct", [("s1_CT", Volume.from_numpy("v", data))], name="CT")
@@ -124,6 +126,12 @@ class VolumeCollection:
 
         uri = str(uri).rstrip("/")
         name = name or uri.rsplit("/", 1)[-1]
+        volumes = list(volumes)
+        if not volumes:
+            raise ValueError("At least one volume is required: give [(obs_id, Volume), ...]")
+        shapes = {tuple(v.shape[:3]) for _, v in volumes}
+        if validate_dimensions and len(shapes) > 1:
+            raise ValueError(f"volumes differ in shape {sorted(shapes)}; pass validate_dimensions=False to allow it")
         rows = {str(r["obs_id"]): r for r in obs_data.to_dict("records")} if obs_data is not None else None
         writer = CollectionWriter(uri, tiling=builder_tiling(), ctx=ctx)
         try:
@@ -194,9 +202,9 @@ class VolumeCollection:
         if self.is_view:
             raise TypeError("cannot append to a selection of a collection; append to the whole collection")
         if niftis is None and dicom_dirs is None:
-            raise ValueError("give niftis=[(path, subject_id), ...]")
+            raise ValueError("Must provide niftis=[(path, subject_id), ...]")
         if niftis is not None and dicom_dirs is not None:
-            raise ValueError("give niftis or dicom_dirs, not both")
+            raise ValueError("Cannot provide both niftis and dicom_dirs")
         if dicom_dirs is not None:
             raise ValueError("DICOM series are not appended here; ingest them with radiobundles' DICOM ingest")
         append_niftis(self, niftis, reorient)

@@ -168,12 +168,22 @@ class RadiObject(SubjectSelection):
 
     def append(self, images: dict[str, Any] | None = None, **kwargs: Any) -> RadiObject:
         """Ingest more NIfTI files into this store (any form :meth:`from_niftis` takes, e.g.
-        radiobject's ``niftis=[(path, subject_id)], obs_meta=df``); subjects already
-        present in a collection are skipped. Returns ``self``, refreshed."""
-        from radiobject_adapter.store.build import ingest_nifti_forms
+        radiobject's ``niftis=[(path, subject_id)], obs_meta=df``); volumes already present
+        are skipped; subjects new to the store need an ``obs_meta`` row (radiobject's rule).
+        Returns ``self``, refreshed."""
+        from radiobject_adapter.store.build import check_append_subjects, ingest_nifti_forms, niftis_to_images
 
         if self.is_view:
             raise TypeError("cannot append to a selection of a store; append to RadiObject(uri)")
+        if images is None and kwargs.get("niftis") is None and kwargs.get("image_dir") is None:
+            raise ValueError("Must provide niftis=[(path, subject_id), ...] or images={collection: files}")
+        if kwargs.pop("dicom_dirs", None) is not None:
+            raise ValueError("DICOM series are not appended here; ingest them with radiobundles' DICOM ingest")
+        if images is None:  # radiobject's forms: resolve once, to check the subjects first
+            images = niftis_to_images(
+                None, kwargs.pop("niftis", None), kwargs.pop("image_dir", None), kwargs.pop("collection_name", None)
+            )
+        check_append_subjects(self, images, kwargs.get("obs_meta"))
         report = ingest_nifti_forms(self.uri, images, kwargs)
         if report.failures:
             raise ValueError("append rejected some subjects:\n" + report.summary())

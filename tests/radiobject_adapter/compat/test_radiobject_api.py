@@ -163,7 +163,13 @@ def test_from_niftis_takes_radiobject_legacy_forms(tmp_path, synthetic_ct) -> No
     assert radi.CT.subject_ids == ["subj0", "subj1"]
     with pytest.raises(ValueError, match="collection_name"):
         RadiObject.from_niftis(str(tmp_path / "d"), niftis=pairs)  # file names say nothing of a modality
-    radi.append(niftis=[(synthetic_ct.images[2], "subj2")], collection_name="CT")
+    with pytest.raises(ValueError, match="obs_meta required"):  # radiobject's rule for new subjects
+        radi.append(niftis=[(synthetic_ct.images[2], "subj2")], collection_name="CT")
+    radi.append(
+        niftis=[(synthetic_ct.images[2], "subj2")],
+        collection_name="CT",
+        obs_meta=pd.DataFrame({"obs_subject_id": ["subj2"]}),
+    )
     assert radi.CT.subject_ids == ["subj0", "subj1", "subj2"]
 
 
@@ -202,10 +208,10 @@ def test_collection_append_checks_every_file_before_writing(built: RadiObject, s
     nib.save(nib.Nifti1Image(np.full(SHAPE, 7, np.int16), np.eye(4)), good)
     bad = tmp_path / "bad.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.eye(4)), bad)
-    with pytest.raises(ValueError, match="differs"):
+    with pytest.raises(ValueError, match="Dimension mismatch"):
         built.CT.append(niftis=[(str(good), "s3"), (str(bad), "s4")])
     assert len(built.CT.refresh()) == 3  # nothing of the rejected call was written
-    with pytest.raises(ValueError, match="already"):
+    with pytest.raises(ValueError, match="already exist"):
         built.CT.append(niftis=[(str(good), "s0")])
     with pytest.raises(FileNotFoundError):
         built.CT.append(niftis=[(str(tmp_path / "missing.nii.gz"), "s5")])
