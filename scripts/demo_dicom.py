@@ -117,6 +117,9 @@ def main() -> int:
         print("[5/6] inference on the held-out subjects -> DICOM SEG -> Orthanc (STOW-RS) ...")
         infer = {**shared, "split": "unlabelled", "output_dir": os.path.join(out, "predictions")}
         infer.update(pred_collection="pred", dicom_seg_dir=seg_dir, dicom_seg_stow=srv.dicomweb_url)
+        infer["bundle_root"] = os.path.dirname(
+            os.path.dirname(_bundle("inference.json", {})[5])
+        )  # SEG names: metadata.json
         _run("inference", _bundle("inference.json", infer), log_dir)
 
         print("[6/6] checking the SEGs in Orthanc against the predictions ...")
