@@ -27,7 +27,8 @@ def test_new_columns_are_added_and_every_old_value_stays(small_store: str) -> No
     assert write_subject_columns(small_store, values) == ["prob_tumor", "pred_diagnosis"]
     after = RadiObject(small_store).obs_meta
     assert list(after.columns) == [*before.columns, "prob_tumor", "pred_diagnosis"]
-    pd.testing.assert_frame_equal(after[before.columns], before)
+    # obs_meta is a Table (a DataFrame subclass); compare the values as plain frames
+    pd.testing.assert_frame_equal(pd.DataFrame(after[before.columns]), pd.DataFrame(before))
     rows = after.set_index("obs_subject_id")
     assert rows.at["case_000", "prob_tumor"] == 0.9 and rows.at["case_002", "pred_diagnosis"] == "healthy"
     assert np.isnan(rows.at["case_001", "prob_tumor"]) and rows.at["case_003", "pred_diagnosis"] == ""
