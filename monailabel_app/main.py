@@ -55,6 +55,7 @@ from monailabel_app.lib.store_access import check_image_id
 from monailabel_app.lib.train import StoreBundleTrainTask
 from radiobject_adapter.config import ctx_for_threads
 from radiobundles.ct3d import SaveToStored
+from radiobundles.labels import class_names_for
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +103,15 @@ class RadiobundlesApp(MONAILabelApp):
             shutil.rmtree(placeholder, ignore_errors=True)
         os.makedirs(self.app_conf.workspace, exist_ok=True)
         bundles_root = os.path.join(self.app_conf.workspace, "bundles")
+        # labels and network outputs follow the store's label classes (a NIfTI folder: the bundle's)
+        classes = class_names_for(self.app_conf.store, self.app_conf.label_collection) or None
         self.bundles = {
-            name: prepare_bundle(find_bundle(name, app_dir, self.app_conf.bundles_dir), bundles_root)
+            name: prepare_bundle(
+                find_bundle(name, app_dir, self.app_conf.bundles_dir),
+                bundles_root,
+                classes,
+                self.app_conf.model if name == self.app_conf.models[0] else None,  # --conf model: the first bundle's
+            )
             for name in self.app_conf.models
         }
         logger.info(f"Workspace: {self.app_conf.workspace}; bundles: {self.bundles}")

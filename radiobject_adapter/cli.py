@@ -91,6 +91,13 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument("--affine-atol", type=float, default=1e-3, help="allowed image/label affine difference")
     ing.add_argument("--nonfinite", choices=["reject", "report"], default="reject", help="images with NaN/Inf voxels")
     ing.add_argument("--max-label", type=int, default=None, help="highest class index a label may hold")
+    ing.add_argument(
+        "--label-classes",
+        default=None,
+        metavar="NAMES",
+        help="class names by class value, background first (background,liver,tumour): recorded in the store, "
+        "where bundles take their class_names from; labels with other classes are rejected",
+    )
     ing.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     idx = sub.add_parser(
@@ -145,6 +152,7 @@ def _ingest(args: argparse.Namespace) -> int:
             affine_atol=args.affine_atol,
             nonfinite=args.nonfinite,
             max_label=args.max_label,
+            label_classes=args.label_classes,
             progress=not args.no_progress,
         )
     print(report.summary())
@@ -170,6 +178,7 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from radiobject_adapter.store.label_classes import declared_label_classes
     from radiobject_adapter.store.radiobject import RadiObject
 
     radi = RadiObject(args.store)
@@ -189,13 +198,19 @@ def _info(args: argparse.Namespace) -> int:
             "shapes": [list(s) for s in shapes],
             "dtypes": dtypes,
         }
+        declared = declared_label_classes(col)
+        if declared is not None:
+            out["collections"][name]["label_classes"] = declared
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         print(f"{out['uri']} (format {out['format_version']}): {out['subjects']} subjects")
         print(f"  subject table columns: {out['subject_table_columns']}")
         for name, c in out["collections"].items():
-            print(f"  {name}: {c['volumes']} volumes, dtypes {c['dtypes']}, {len(c['shapes'])} distinct shapes")
+            classes = f", label classes {c['label_classes']}" if "label_classes" in c else ""
+            print(
+                f"  {name}: {c['volumes']} volumes, dtypes {c['dtypes']}, {len(c['shapes'])} distinct shapes{classes}"
+            )
     return 0
 
 
