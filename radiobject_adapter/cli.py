@@ -116,8 +116,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _ingest(args: argparse.Namespace) -> int:
     from radiobject_adapter.store.ingest import IngestError, ingest_niftis
+    from radiobject_adapter.store.preflight import check_store_location
     from radiobject_adapter.store.tif import ingest_tifs, is_tif_spec
 
+    check_store_location(args.store)
     collections = dict(args.collections)
     tif = sorted(name for name, spec in collections.items() if is_tif_spec(spec))
     if tif and len(tif) < len(collections):
@@ -216,19 +218,29 @@ def _info(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``radiobundles`` console script."""
+    import tiledb
+
     from radiobject_adapter.store.ingest import IngestError
     from radiobject_adapter.store.layout import FormatVersionError
+    from radiobject_adapter.store.preflight import StoreLocationError, describe_write_error
     from radiobject_adapter.store.radiobject import StoreNotFoundError
 
     args = _parser().parse_args(argv)
+    expected = (IngestError, StoreLocationError, FileNotFoundError, FileExistsError, StoreNotFoundError)
     try:
         if args.command == "ingest":
             return _ingest(args)
         if args.command == "index-foreground":
             return _index(args)
         return _info(args)
-    except (IngestError, FileNotFoundError, FileExistsError, StoreNotFoundError, FormatVersionError, KeyError) as err:
+    except (*expected, FormatVersionError, KeyError, PermissionError) as err:
         print(f"radiobundles {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except tiledb.TileDBError as err:
+        line = describe_write_error(args.store, err)
+        if line is None:
+            raise
+        print(f"radiobundles {args.command}: error: {line}", file=sys.stderr)
         return 2
 
 
