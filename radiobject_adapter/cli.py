@@ -39,7 +39,7 @@ def _tile_extent(text: str) -> int | tuple[int, int, int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="radiobundles", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="radiobundles", description=__doc__.split("\n")[0].replace("``", ""))
     sub = parser.add_subparsers(dest="command", required=True)
 
     ing = sub.add_parser(
@@ -206,7 +206,8 @@ def _info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        print(f"{out['uri']} (format {out['format_version']}): {out['subjects']} subjects")
+        n = out["subjects"]
+        print(f"{out['uri']} (format {out['format_version']}): {n} subject{'' if n == 1 else 's'}")
         print(f"  subject table columns: {out['subject_table_columns']}")
         for name, c in out["collections"].items():
             classes = f", label classes {c['label_classes']}" if "label_classes" in c else ""

@@ -97,7 +97,7 @@ def _make_data(root: str, n_labelled: int, n_test: int, seed: int) -> tuple[Any,
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0].replace("``", "`"))
     parser.add_argument("--out", default="demo_output")
     parser.add_argument("--subjects", type=int, default=16, help="labelled subjects (train + validation)")
     parser.add_argument("--test-subjects", type=int, default=4, help="held-out subjects for inference")
@@ -247,11 +247,15 @@ def _report(
     }
 
 
+def _subjects(ids: list[str]) -> str:
+    return f"{len(ids)} subject{'' if len(ids) == 1 else 's'}"
+
+
 def _print_summary(s: dict[str, Any], out: str) -> None:
     p = s["paths"]
     print("\nDemo summary")
     print(
-        f"  validation ({len(s['validation_subjects'])} subjects): mean Dice {s['validation_mean_dice']:.3f} "
+        f"  validation ({_subjects(s['validation_subjects'])}): mean Dice {s['validation_mean_dice']:.3f} "
         f"(per class {', '.join(f'{k} {v:.3f}' for k, v in s['validation_dice_per_class'].items())}), "
         f"mean HD95 {s['validation_mean_hd95_mm']:.1f} mm"
     )
@@ -259,7 +263,7 @@ def _print_summary(s: dict[str, Any], out: str) -> None:
         f"  trivial baseline (every voxel one class, best constant predictor): {s['validation_constant_predictor_dice']:.3f}"
     )
     print(
-        f"  held-out ({len(s['test_subjects'])} subjects): mean Dice {s['test_mean_dice']:.3f} "
+        f"  held-out ({_subjects(s['test_subjects'])}): mean Dice {s['test_mean_dice']:.3f} "
         f"vs constant predictor {s['test_constant_predictor_dice']:.3f}"
     )
     print(f"  metrics CSV:      {p['metrics_csv']}")
