@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 B = "bundles/ct_segmentation_3d/configs"
 DEMO_CLASSES = ["background", "structure_1", "structure_2", "structure_3"]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(7200)]
 
 
 def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
