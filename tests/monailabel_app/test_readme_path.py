@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -22,14 +23,24 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import requests
 import torch
 from monailabel.client import MONAILabelClient
 
 REPO = Path(__file__).resolve().parents[2]
+NETWORK_GUARD = str(Path(__file__).resolve().parent / "network_guard")
 B = "bundles/ct_segmentation_3d/configs"
 DEMO_CLASSES = ["background", "structure_1", "structure_2", "structure_3"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(7200)]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
@@ -93,13 +104,68 @@ def _slicer_train_params(trainer_config: dict) -> dict:
     return {k: (v[0] if isinstance(v, list) and v else v) for k, v in trainer_config.items()}
 
 
-def test_label_server_on_the_demo_store_serves_the_demo_model_infers_and_trains(
-    demo: Path, label_server_factory, tmp_path: Path
-) -> None:
+class _Server:
+    """``monailabel start_server`` as ``make label-server`` runs it (``--app monailabel_app`` from the
+    repository root), through ``python -m monailabel.main``: the venv's ``monailabel`` wrapper puts
+    the folder holding the venv first on ``PYTHONPATH``, which would import another checkout's code."""
+
+    def __init__(self, store: str, conf: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log
+        cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", "monailabel_app", "--studies", store]
+        for key, value in conf.items():
+            cmd += ["--conf", key, value]
+        cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
+        path = os.pathsep.join(p for p in (str(REPO), NETWORK_GUARD, os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, "PYTHONPATH": path, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+        with open(log, "w") as fh:
+            self.proc = subprocess.Popen(
+                cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_up(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log()[-4000:]
+            try:
+                if requests.get(f"{self.url}/info/", timeout=5).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(2)
+        raise AssertionError(f"server not up after {timeout} s\n{self.log()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=60)
+
+
+@pytest.fixture
+def demo_server(demo: Path, tmp_path: Path):
     store = str(demo / "store")
     conf = _label_server_conf(store)
     assert conf["model"] == str(demo / "models" / "model.pt")  # the model beside the store
-    server = label_server_factory(store, {**conf, "workspace": str(tmp_path / "workspace")})
+    server = _Server(store, {**conf, "workspace": str(tmp_path / "workspace")}, tmp_path / "server.log")
+    try:
+        server.wait_up(timeout=900)
+        yield server, conf
+    finally:
+        server.stop()
+
+
+def test_label_server_on_the_demo_store_serves_the_demo_model_infers_and_trains(
+    demo: Path, demo_server, tmp_path: Path
+) -> None:
+    server, conf = demo_server
     client = MONAILabelClient(server.url, tmpdir=str(tmp_path), client_id="newcomer")
 
     info = client.info()
