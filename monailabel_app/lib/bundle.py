@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["MODEL_FILE", "find_bundle", "prepare_bundle", "set_class_names"]
+__all__ = ["MODEL_FILE", "bundle_class_names", "find_bundle", "prepare_bundle", "set_class_names"]
 
 MODEL_FILE = "model.pt"
 ORIGIN_FILE = "model.origin.json"
@@ -124,6 +124,14 @@ def set_class_names(bundle: str, class_names: Sequence[str]) -> None:
     pred["num_channels"] = len(class_names)
     pred["channel_def"] = {str(i): n for i, n in enumerate(class_names)}
     _write_json(path, meta)
+
+
+def bundle_class_names(bundle: str) -> list[str]:
+    """The class names a bundle uses when its data declares none (``default_class_names`` of its
+    ``train.json``, else ``class_names`` when that is a plain list)."""
+    config = _read_json(os.path.join(bundle, "configs", "train.json"))
+    names = config.get("default_class_names", config.get("class_names"))
+    return list(names) if isinstance(names, list) else []
 
 
 def _read_json(path: str) -> dict[str, Any]:
