@@ -8,8 +8,10 @@ LOCK := requirements/lock.txt
 STAMP := $(VENV)/.radiobundles-installed
 DEMO_OUT ?= demo_output
 
-.PHONY: install demo test lint format test-fast lock clean label-server bench bench-quick demo-dicom orthanc
+.PHONY: install demo test lint format test-fast lock clean label-server bench bench-quick demo-dicom orthanc shell
 PORT ?= 8000
+# the model beside the store (where `make demo` leaves it), if there is one; MODEL=<file.pt> chooses another
+MODEL ?= $(wildcard $(dir $(patsubst %/,%,$(STUDIES)))models/model.pt)
 
 install: $(STAMP)
 
@@ -59,11 +61,16 @@ bench: install
 bench-quick: install
 	$(PY) -m benchmarks.run --mode quick
 
-# MONAI Label server for 3D Slicer on this machine: make label-server STUDIES=<store or NIfTI folder> [PORT=8000]
+# MONAI Label server for 3D Slicer on this machine: make label-server STUDIES=<store or NIfTI folder> [PORT=8000] [MODEL=<file.pt>]
 label-server: install
-	@test -n "$(STUDIES)" || { echo "usage: make label-server STUDIES=<store or NIfTI folder> [PORT=8000]"; exit 2; }
+	@test -n "$(STUDIES)" || { echo "usage: make label-server STUDIES=<store or NIfTI folder> [PORT=8000] [MODEL=<file.pt>]"; exit 2; }
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH monailabel start_server --app monailabel_app --studies $(STUDIES) \
-		--conf models ct_segmentation_3d --host 127.0.0.1 --port $(PORT)
+		--conf models ct_segmentation_3d $(if $(MODEL),--conf model $(MODEL)) --host 127.0.0.1 --port $(PORT)
+
+# a shell with the project's commands on PATH (radiobundles, python -m monai.bundle, monailabel); exit to leave
+shell: install
+	@echo "radiobundles shell: $(CURDIR)/$(VENV)/bin is first on PATH; type exit to leave"
+	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH VIRTUAL_ENV=$(CURDIR)/$(VENV) $${SHELL:-/bin/bash} -i
 
 lock:
 	$(PIP) freeze --exclude-editable | grep -v '^radiobundles' > $(LOCK).new && mv $(LOCK).new $(LOCK)

@@ -218,7 +218,9 @@ class _LoaderPhase:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(
+        description=__doc__.replace("``", "`"), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--mode", choices=sorted(MODES), default="quick")
     p.add_argument("--quick", action="store_true", help="same as --mode quick")
     p.add_argument("--data-dir", default=os.path.join(HERE, "data"))

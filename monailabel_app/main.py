@@ -45,7 +45,7 @@ from monailabel.tasks.activelearning.random import Random
 from monailabel.tasks.scoring.epistemic_v2 import EpistemicScoring
 from monailabel.utils.async_tasks.utils import tasks as async_tasks
 
-from monailabel_app.lib.bundle import find_bundle, prepare_bundle
+from monailabel_app.lib.bundle import bundle_class_names, find_bundle, prepare_bundle
 from monailabel_app.lib.conf import AppConf, placeholder_root
 from monailabel_app.lib.datastore import TileDBDatastore
 from monailabel_app.lib.errors import ImageNotFound
@@ -55,6 +55,7 @@ from monailabel_app.lib.store_access import check_image_id
 from monailabel_app.lib.train import StoreBundleTrainTask
 from radiobject_adapter.config import ctx_for_threads
 from radiobundles.ct3d import SaveToStored
+from radiobundles.labels import class_names_for
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +103,17 @@ class RadiobundlesApp(MONAILabelApp):
             shutil.rmtree(placeholder, ignore_errors=True)
         os.makedirs(self.app_conf.workspace, exist_ok=True)
         bundles_root = os.path.join(self.app_conf.workspace, "bundles")
+        sources = {name: find_bundle(name, app_dir, self.app_conf.bundles_dir) for name in self.app_conf.models}
         self.bundles = {
-            name: prepare_bundle(find_bundle(name, app_dir, self.app_conf.bundles_dir), bundles_root)
+            name: prepare_bundle(
+                sources[name],
+                bundles_root,
+                # labels and outputs follow the store's label classes (named after the bundle's
+                # defaults where the store declares none); a NIfTI folder keeps the bundle's
+                class_names_for(self.app_conf.store, self.app_conf.label_collection, bundle_class_names(sources[name]))
+                or None,
+                self.app_conf.model if name == self.app_conf.models[0] else None,  # --conf model: the first bundle's
+            )
             for name in self.app_conf.models
         }
         logger.info(f"Workspace: {self.app_conf.workspace}; bundles: {self.bundles}")

@@ -55,7 +55,7 @@ def _tile_extent(text: str) -> int | tuple[int, int, int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="radiobundles", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="radiobundles", description=__doc__.split("\n")[0].replace("``", ""))
     sub = parser.add_subparsers(dest="command", required=True)
 
     ing = sub.add_parser(
@@ -107,6 +107,13 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument("--affine-atol", type=float, default=1e-3, help="allowed image/label affine difference")
     ing.add_argument("--nonfinite", choices=["reject", "report"], default="reject", help="images with NaN/Inf voxels")
     ing.add_argument("--max-label", type=int, default=None, help="highest class index a label may hold")
+    ing.add_argument(
+        "--label-classes",
+        default=None,
+        metavar="NAMES",
+        help="class names by class value, background first (background,liver,tumour): recorded in the store, "
+        "where bundles take their class_names from; labels with other classes are rejected",
+    )
     ing.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     dcm = ing.add_argument_group("DICOM", "folders of DICOM files are detected; one volume per series")
     dcm.add_argument("--dicom-rules", help="JSON rules picking series per collection (e.g. configs/dicom_rules.json)")
@@ -164,8 +171,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _ingest(args: argparse.Namespace) -> int:
     from radiobject_adapter.store.ingest import IngestError, ingest_niftis
+    from radiobject_adapter.store.preflight import check_store_location
     from radiobject_adapter.store.tif import ingest_tifs, is_tif_spec
 
+    check_store_location(args.store)
     collections = dict(args.collections)
     report = _ingest_dicom(args, collections)
     if report is not None:
@@ -203,6 +212,7 @@ def _ingest(args: argparse.Namespace) -> int:
             affine_atol=args.affine_atol,
             nonfinite=args.nonfinite,
             max_label=args.max_label,
+            label_classes=args.label_classes,
             progress=not args.no_progress,
         )
     return _finish_ingest(report)
@@ -285,6 +295,7 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from radiobject_adapter.store.label_classes import declared_label_classes
     from radiobject_adapter.store.radiobject import RadiObject
 
     radi = RadiObject(args.store)
@@ -304,13 +315,20 @@ def _info(args: argparse.Namespace) -> int:
             "shapes": [list(s) for s in shapes],
             "dtypes": dtypes,
         }
+        declared = declared_label_classes(col)
+        if declared is not None:
+            out["collections"][name]["label_classes"] = declared
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        print(f"{out['uri']} (format {out['format_version']}): {out['subjects']} subjects")
+        n = out["subjects"]
+        print(f"{out['uri']} (format {out['format_version']}): {n} subject{'' if n == 1 else 's'}")
         print(f"  subject table columns: {out['subject_table_columns']}")
         for name, c in out["collections"].items():
-            print(f"  {name}: {c['volumes']} volumes, dtypes {c['dtypes']}, {len(c['shapes'])} distinct shapes")
+            classes = f", label classes {c['label_classes']}" if "label_classes" in c else ""
+            print(
+                f"  {name}: {c['volumes']} volumes, dtypes {c['dtypes']}, {len(c['shapes'])} distinct shapes{classes}"
+            )
     return 0
 
 
@@ -342,13 +360,25 @@ def _input_errors() -> tuple[type[Exception], ...]:
     ``except`` clause evaluates its tuple then), so ``--help`` and ``info`` skip the ingest stack."""
     from radiobject_adapter.store.ingest import IngestError
     from radiobject_adapter.store.layout import FormatVersionError
+    from radiobject_adapter.store.preflight import StoreLocationError
     from radiobject_adapter.store.radiobject import StoreNotFoundError
 
-    return (IngestError, FileNotFoundError, FileExistsError, StoreNotFoundError, FormatVersionError, KeyError)
+    return (
+        IngestError,
+        StoreLocationError,
+        FileNotFoundError,
+        FileExistsError,
+        StoreNotFoundError,
+        FormatVersionError,
+        KeyError,
+        PermissionError,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``radiobundles`` console script."""
+    import tiledb
+
     args = _parser().parse_args(argv)
     try:
         if args.command == "ingest":
@@ -362,6 +392,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _info(args)
     except _input_errors() as err:
         print(f"radiobundles {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except tiledb.TileDBError as err:
+        from radiobject_adapter.store.preflight import describe_write_error
+
+        line = describe_write_error(args.store, err)
+        if line is None:
+            raise
+        print(f"radiobundles {args.command}: error: {line}", file=sys.stderr)
         return 2
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from radiobject_adapter import RadiObject, StoreNotFoundError, split_subjects
@@ -116,6 +117,7 @@ def make_datalist(
     label_collection: str = "seg",
     images_folder: str = "imagesTr",
     labels_folder: str = "labelsTr",
+    class_names: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """The datalist of one split of a store or a NIfTI folder.
 
@@ -127,9 +129,12 @@ def make_datalist(
         val_fraction / seed: the subject-level split (:func:`radiobject_adapter.split_subjects`).
         image_collection / label_collection: store collections.
         images_folder / labels_folder: NIfTI sub-folders.
+        class_names: the network's classes; a store label holding a class beyond them is an
+            error (:func:`radiobundles.labels.check_label_classes`, from the foreground index).
 
     Raises:
-        ValueError: unknown split, or a split that comes out empty (the message says why).
+        ValueError: unknown split, a split that comes out empty, or a label with a class the
+            network cannot output (the message says why).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
@@ -155,4 +160,8 @@ def make_datalist(
             f"split {split!r} of {dataset_dir!r} ({where}) is empty: {len(items)} image(s), {len(labelled)} "
             f"labelled, val_fraction={val_fraction}; add subjects or choose another split"
         )
+    if class_names is not None and source == "store":
+        from radiobundles.labels import check_label_classes
+
+        check_label_classes(chosen, class_names, dataset_dir)
     return chosen

@@ -1,13 +1,15 @@
 """`make demo`: synthetic CT -> TileDB store -> train / evaluate / infer with the ct_segmentation_3d bundle.
 
-Run: ``make demo`` (or ``.venv/bin/python scripts/demo.py --out demo_output``). On two CPU cores it
-took about 4 minutes with the defaults (60 epochs of 48^3 patches), more when the cores are busy
-with other work. Steps:
+Run: ``make demo`` (or ``.venv/bin/python scripts/demo.py --out demo_output``). Training has a time
+budget (``--train-budget``, 5 minutes by default): it runs up to ``--epochs`` epochs and stops after
+the last epoch that fits, so a busy machine gets fewer epochs, not a longer demo; the summary says
+how many epochs ran and compares the Dice with the constant predictor's either way. Steps:
 
 1. writes synthetic CT-like subjects (int16 HU images, three structures, varying shapes, spacings
    and oblique affines) as NIfTI; the labels of the last ``--test-subjects`` are held out;
-2. ingests them into a local TileDB store with the ``radiobundles ingest`` command (the held-out
-   subjects enter as images without labels);
+2. ingests them into a local TileDB store with the ``radiobundles ingest`` command, declaring the
+   label classes (the bundles take ``class_names`` from the store); the held-out subjects enter as
+   images without labels;
 3. trains the bundle with MONAI's bundle runner (``python -m monai.bundle run``) from the store:
    label-driven patch reads, sliding-window validation, best checkpoint, TensorBoard logs;
 4. evaluates the best checkpoint on the validation subjects (Dice and HD95 per subject and class);
@@ -68,6 +70,12 @@ def _bundle(config: str | list[str], overrides: dict[str, Any]) -> list[str]:
     return cmd
 
 
+def _epochs_ran(tb_dir: str) -> int:
+    from radiobundles.ct3d.report import read_scalars
+
+    return len(read_scalars(tb_dir).get("epoch/train_loss", []))
+
+
 def _make_data(root: str, n_labelled: int, n_test: int, seed: int) -> tuple[Any, list[str]]:
     from radiobject_adapter.synthetic import make_ct_dataset
 
@@ -89,11 +97,14 @@ def _make_data(root: str, n_labelled: int, n_test: int, seed: int) -> tuple[Any,
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0].replace("``", "`"))
     parser.add_argument("--out", default="demo_output")
     parser.add_argument("--subjects", type=int, default=16, help="labelled subjects (train + validation)")
     parser.add_argument("--test-subjects", type=int, default=4, help="held-out subjects for inference")
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=40, help="most epochs (the time budget may stop sooner)")
+    parser.add_argument(
+        "--train-budget", type=float, default=300, help="seconds training may take (stops between epochs)"
+    )
     parser.add_argument("--patch-size", type=int, default=48, help="training patch edge (voxels, >= 32)")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (patch reads are cheap)")
     parser.add_argument("--seed", type=int, default=0)
@@ -119,7 +130,7 @@ def main() -> int:
 
     print("[2/6] ingesting into a TileDB store with the `radiobundles ingest` command ...")
     cmd = [sys.executable, "-m", "radiobject_adapter.cli", "ingest", store, "-c", f"CT={ds.images_dir}"]
-    cmd += ["-c", f"seg={ds.labels_dir}", "--obs-meta", ds.subject_table]
+    cmd += ["-c", f"seg={ds.labels_dir}", "--obs-meta", ds.subject_table, "--label-classes", ",".join(CLASS_NAMES)]
     timings["ingest"] = _run("ingest", cmd, log_dir)
 
     shared = {
@@ -129,10 +140,12 @@ def main() -> int:
         "num_workers": args.num_workers,
         "ckpt_dir": models_dir,
     }
-    print(f"[3/6] training the bundle ({args.epochs} epochs, {args.patch_size}^3 patches) ...")
+    print(
+        f"[3/6] training the bundle (up to {args.epochs} epochs of {args.patch_size}^3 patches, "
+        f"time budget {args.train_budget:.0f} s) ..."
+    )
     train = {
         **shared,
-        "class_names": CLASS_NAMES,
         "max_epochs": args.epochs,
         "batch_size": 2,
         "patches_per_volume": 2,
@@ -142,7 +155,12 @@ def main() -> int:
         "output_dir": eval_dir,
         "seed": args.seed,
     }
-    timings["train"] = _run("train", _bundle("train.json", train), log_dir)
+    # the run's settings, kept for training on later: python -m monai.bundle run --args_file <this> ...
+    train_args = os.path.join(out, "train_args.json")
+    with open(train_args, "w") as fh:
+        json.dump({"config_file": os.path.join(BUNDLE, "configs", "train.json"), **train}, fh, indent=1)
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--args_file", train_args]
+    timings["train"] = _run("train", [*cmd, "--time_budget_s", str(args.train_budget)], log_dir)
 
     print("[4/6] evaluating the best checkpoint on the validation subjects ...")
     evaluate = {k: v for k, v in train.items() if k not in ("max_epochs", "log_dir")}
@@ -151,7 +169,6 @@ def main() -> int:
     print(f"[5/6] inference on the {len(held_out)} held-out subjects (NIfTI + store collection 'pred') ...")
     infer = {
         **shared,
-        "num_classes": len(CLASS_NAMES),
         "split": "unlabelled",
         "output_dir": pred_dir,
         "pred_collection": "pred",
@@ -160,6 +177,7 @@ def main() -> int:
 
     print("[6/6] scoring, baseline, figures ...")
     summary = _report(out, store, data_dir, held_out, tb_dir, eval_dir, pred_dir, args.seed)
+    summary["epochs"] = {"max": args.epochs, "ran": _epochs_ran(tb_dir), "train_budget_s": args.train_budget}
     timings["total"] = time.perf_counter() - t_start
     summary["seconds"] = {k: round(v, 1) for k, v in timings.items()}
     summary["store_bytes"] = _du(store)
@@ -229,11 +247,15 @@ def _report(
     }
 
 
+def _subjects(ids: list[str]) -> str:
+    return f"{len(ids)} subject{'' if len(ids) == 1 else 's'}"
+
+
 def _print_summary(s: dict[str, Any], out: str) -> None:
     p = s["paths"]
     print("\nDemo summary")
     print(
-        f"  validation ({len(s['validation_subjects'])} subjects): mean Dice {s['validation_mean_dice']:.3f} "
+        f"  validation ({_subjects(s['validation_subjects'])}): mean Dice {s['validation_mean_dice']:.3f} "
         f"(per class {', '.join(f'{k} {v:.3f}' for k, v in s['validation_dice_per_class'].items())}), "
         f"mean HD95 {s['validation_mean_hd95_mm']:.1f} mm"
     )
@@ -241,7 +263,7 @@ def _print_summary(s: dict[str, Any], out: str) -> None:
         f"  trivial baseline (every voxel one class, best constant predictor): {s['validation_constant_predictor_dice']:.3f}"
     )
     print(
-        f"  held-out ({len(s['test_subjects'])} subjects): mean Dice {s['test_mean_dice']:.3f} "
+        f"  held-out ({_subjects(s['test_subjects'])}): mean Dice {s['test_mean_dice']:.3f} "
         f"vs constant predictor {s['test_constant_predictor_dice']:.3f}"
     )
     print(f"  metrics CSV:      {p['metrics_csv']}")
@@ -253,7 +275,22 @@ def _print_summary(s: dict[str, Any], out: str) -> None:
     print(f"  store / NIfTI:    {p['store']}  ({s['store_bytes'] / 1e6:.1f} MB) / {p['nifti']}")
     print(f"  step logs:        {p['logs']}")
     print(f"  wall time:        {s['seconds']}  (seconds)")
+    e = s["epochs"]
+    cut = " (stopped by the time budget)" if e["ran"] < e["max"] else ""
+    print(f"  training:         {e['ran']} of {e['max']} epochs{cut}, budget {e['train_budget_s']:.0f} s")
     print(f"  summary JSON:     {os.path.join(out, 'summary.json')}")
+    rel = os.path.relpath(out)
+    b = "bundles/ct_segmentation_3d/configs"
+    print("\nNext steps (from the repository root, with .venv/bin on PATH: make shell)")
+    print(f"  serve this model to 3D Slicer: make label-server STUDIES={rel}/store")
+    print(
+        f"  train on:  python -m monai.bundle run --args_file {rel}/train_args.json --resume true --max_epochs {e['max'] + 20}"
+    )
+    print(
+        f"  export:    python -m monai.bundle ckpt_export network_def --filepath {rel}/models/model.ts "
+        f"--ckpt_file {rel}/models/model.pt --meta_file {b}/metadata.json --config_file {b}/inference.json "
+        f"--dataset_dir {rel}/store"
+    )
 
 
 if __name__ == "__main__":

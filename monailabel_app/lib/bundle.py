@@ -6,8 +6,12 @@ one store's labels never touches ``bundles/<name>`` in the repository nor anothe
 model. At every start the copy's configs are refreshed from the repository bundle; its
 ``models/`` are kept. A first start seeds ``models/model.pt`` with the repository bundle's
 trained checkpoint when there is one, else with the bundle network's initial (random, seeded)
-weights, so inference works before any training. Nothing is downloaded: bundles are found
-on disk only.
+weights, so inference works before any training. A checkpoint named with ``--conf model``
+(``make label-server`` names the ``models/model.pt`` beside the store, where ``make demo`` leaves
+its model) seeds the copy instead, once per version of that file: fine-tuning in the app is kept
+across restarts. Over a store, the copy's ``class_names`` and ``metadata.json`` channels are the
+store's label classes, so labels in Slicer carry the store's names. Nothing is downloaded:
+bundles are found on disk only.
 
 Example:
     >>> source = find_bundle("ct_segmentation_3d", app_dir="monailabel_app")
@@ -24,8 +28,9 @@ import shutil
 import time
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["MODEL_FILE", "find_bundle", "prepare_bundle"]
+__all__ = ["MODEL_FILE", "bundle_class_names", "find_bundle", "prepare_bundle", "set_class_names"]
 
 MODEL_FILE = "model.pt"
 ORIGIN_FILE = "model.origin.json"
@@ -98,20 +103,115 @@ def _initial_weights(bundle: str, path: str) -> None:
     os.replace(tmp, path)
 
 
-def prepare_bundle(source: str, bundles_root: str) -> str:
-    """Refresh the workspace copy of ``source`` under ``bundles_root``; returns its folder."""
+def _write_json(path: str, content: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with open(tmp, "w") as fh:
+        json.dump(content, fh, indent=4)
+    os.replace(tmp, path)
+
+
+def set_class_names(bundle: str, class_names: Sequence[str]) -> None:
+    """Fix the classes of a bundle copy: ``class_names`` in its configs, the output channels in
+    ``metadata.json`` (MONAI Label's label names come from its ``channel_def``)."""
+    for name in ("train.json", "inference.json"):
+        path = os.path.join(bundle, "configs", name)
+        config = _read_json(path)
+        config["class_names"] = list(class_names)
+        _write_json(path, config)
+    path = os.path.join(bundle, "configs", "metadata.json")
+    meta = _read_json(path)
+    pred = meta["network_data_format"]["outputs"]["pred"]
+    pred["num_channels"] = len(class_names)
+    pred["channel_def"] = {str(i): n for i, n in enumerate(class_names)}
+    _write_json(path, meta)
+
+
+def bundle_class_names(bundle: str) -> list[str]:
+    """The class names a bundle uses when its data declares none (``default_class_names`` of its
+    ``train.json``, else ``class_names`` when that is a plain list)."""
+    config = _read_json(os.path.join(bundle, "configs", "train.json"))
+    names = config.get("default_class_names", config.get("class_names"))
+    return list(names) if isinstance(names, list) else []
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _identity(path: str) -> dict[str, Any]:
+    stat = os.stat(path)
+    return {"source": os.path.realpath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _misfit(bundle: str, path: str) -> str | None:
+    """Why the checkpoint at ``path`` does not load into the copy's network (``None``: it does)."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(os.path.join(bundle, "configs", "inference.json"))
+    parser["bundle_root"] = bundle
+    network = parser.get_parsed_content("network_def", instantiate=True)
+    try:
+        network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    except (RuntimeError, KeyError) as err:
+        classes = parser.get_parsed_content("class_names")
+        return f"{len(classes)} classes {classes}: {str(err).strip().splitlines()[0]}"
+    return None
+
+
+def _check_fits(bundle: str, path: str) -> None:
+    """A checkpoint given by the user must fit the copy's network (say which, not a size mismatch later)."""
+    problem = _misfit(bundle, path)
+    if problem:
+        raise ValueError(
+            f"--conf model {path} does not fit the network of {bundle} ({problem}); "
+            "serve a checkpoint trained on this store's classes"
+        )
+
+
+def prepare_bundle(
+    source: str, bundles_root: str, class_names: Sequence[str] | None = None, model: str | None = None
+) -> str:
+    """Refresh the workspace copy of ``source`` under ``bundles_root``; returns its folder.
+
+    Args:
+        source: the bundle folder (configs are copied from it at every start).
+        bundles_root: the workspace folder holding the copies.
+        class_names: the classes to serve (the store's label classes); ``None``: the bundle's.
+        model: a checkpoint to serve; it replaces the copy's model when it is new or has changed
+            since it was last copied (a model fine-tuned from it in the app is kept otherwise).
+    """
     target = os.path.join(bundles_root, os.path.basename(source.rstrip("/")))
     os.makedirs(os.path.join(target, "models"), exist_ok=True)
     _sync_files(source, target, ["configs", "docs", "LICENSE"])
-    model = os.path.join(target, "models", MODEL_FILE)
-    if not os.path.exists(model):
+    if class_names:
+        set_class_names(target, class_names)
+    model_path = os.path.join(target, "models", MODEL_FILE)
+    origin_path = os.path.join(target, "models", ORIGIN_FILE)
+    recorded = _read_json(origin_path) if os.path.isfile(origin_path) else {}
+    n_classes = len(class_names) if class_names else None
+    origin: dict[str, Any] | None = None
+    if model:
+        if not os.path.isfile(model):
+            raise FileNotFoundError(f"--conf model {model}: no such checkpoint")
+        wanted = _identity(model)
+        if not os.path.exists(model_path) or {k: recorded.get(k) for k in wanted} != wanted:
+            _check_fits(target, model)
+            _atomic_copy(model, model_path)
+            origin = {"origin": "--conf model", **wanted}
+    elif not os.path.exists(model_path) or (
+        # untrained weights made for other classes (the store's classes changed): make new ones
+        recorded.get("origin", "").startswith("initial weights") and _misfit(target, model_path)
+    ):
         trained = os.path.join(source, "models", MODEL_FILE)
-        if os.path.isfile(trained):
-            _atomic_copy(trained, model)
+        if os.path.isfile(trained) and not class_names:
+            _atomic_copy(trained, model_path)
             origin = {"origin": "bundle checkpoint", "source": trained}
         else:
-            _initial_weights(target, model)
-            origin = {"origin": "initial weights (untrained, seed 0)", "source": None}
-        with open(os.path.join(target, "models", ORIGIN_FILE), "w") as fh:
-            json.dump({**origin, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, fh, indent=1)
+            _initial_weights(target, model_path)
+            origin = {"origin": "initial weights (untrained, seed 0)", "source": None, "num_classes": n_classes}
+    if origin is not None:
+        _write_json(origin_path, {**origin, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return target

@@ -9,6 +9,7 @@ key                          default                          meaning
 ``store``                    ``--studies``                    store URI; ``--studies s3://bucket/store`` works too
 ``image_collection``         ``CT``                           collection whose subjects are the images
 ``label_collection``         ``seg``                          collection of final labels (``seg_<tag>`` others)
+``model``                    (none)                           checkpoint to serve (e.g. ``demo_output/models/model.pt``)
 ``label_affine_atol``        ``0.001``                        mm an uploaded label's affine may differ by
 ``epistemic``                ``true``                         MC-dropout scoring + strategy ``epistemic``
 ``epistemic_samples``        ``5``                            dropout passes per image
@@ -102,6 +103,7 @@ class AppConf:
     epistemic_dropout: float
     epistemic_max_images: int
     tracking_uri: str
+    model: str | None = None
 
     @classmethod
     def from_conf(cls, app_dir: str, studies: str, conf: Mapping[str, str]) -> AppConf:
@@ -124,6 +126,7 @@ class AppConf:
                 epistemic_dropout=float(conf.get("epistemic_dropout", "0.2")),
                 epistemic_max_images=int(conf.get("epistemic_max_images", "0")),
                 tracking_uri=conf.get("tracking_uri") or f"sqlite:///{os.path.join(workspace, 'mlflow.db')}",
+                model=os.path.abspath(conf["model"]) if conf.get("model") else None,
             )
         except ValueError as err:
             raise ValueError(f"bad --conf value: {err}") from None

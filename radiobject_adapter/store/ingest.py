@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from radiobject_adapter.config import current_settings
 from radiobject_adapter.store.dataframe import column_dtype
 from radiobject_adapter.store.foreground import ForegroundIndex
+from radiobject_adapter.store.label_classes import parse_label_classes
 from radiobject_adapter.store.layout import Tiling, make_obs_id
 from radiobject_adapter.store.naming import discover_files, subject_id_from_path
 from radiobject_adapter.store.nifti import LoadedVolume, load_nifti
@@ -205,6 +206,7 @@ def ingest_niftis(
     affine_atol: float = 1e-3,
     nonfinite: str = "reject",
     max_label: int | None = None,
+    label_classes: Sequence[str] | str | None = None,
     progress: bool = True,
 ) -> IngestReport:
     """Ingest NIfTI files into the store at ``uri`` (created if missing).
@@ -226,7 +228,12 @@ def ingest_niftis(
         nonfinite: images with NaN or Inf voxels are ``"reject"``-ed (default) or written
             and listed in ``report.warnings`` (``"report"``).
         max_label: highest class index a label may hold (e.g. 2 for background + 2
-            classes); a label with larger values is rejected. ``None``: no limit.
+            classes); a label with larger values is rejected. ``None``: no limit, or the
+            label classes the store declares.
+        label_classes: class names by class value, background first (list or comma-separated),
+            recorded on the label collection (bundles take their ``class_names`` from it); a
+            label holding a class beyond them is rejected. A store that declares classes
+            keeps them: later ingests check against them and may not declare others.
         progress: show a progress bar (files done / total).
 
     Returns:
@@ -242,6 +249,19 @@ def ingest_niftis(
     unknown = labels - set(images)
     if unknown:
         raise IngestError(f"label collections {sorted(unknown)} are not among the inputs {sorted(images)}")
+    try:
+        classes = parse_label_classes(label_classes) if label_classes is not None else None
+    except ValueError as err:
+        raise IngestError(str(err)) from None
+    if classes is not None and not labels:
+        raise IngestError(
+            f"--label-classes names the classes of a label collection, but none of {sorted(images)} is one; "
+            "name it seg/label/labels/mask/masks or pass --label-collections"
+        )
+    if classes is not None and max_label is not None and max_label != len(classes) - 1:
+        raise IngestError(
+            f"--max-label {max_label} disagrees with {len(classes)} label classes {classes} (max {len(classes) - 1})"
+        )
     table = load_subject_table(obs_meta, subject_column) if obs_meta is not None else None
     by_subject = _collect(images, subject_pattern)
 
@@ -251,6 +271,14 @@ def ingest_niftis(
         compression=compression or settings.compression,
         compression_level=compression_level if compression_level is not None else settings.compression_level,
     )
+    limits: dict[str, int | None] = {}
+    try:
+        for name in sorted(labels):
+            declared = writer.declare_label_classes(name, classes)
+            limits[name] = len(declared) - 1 if declared is not None and max_label is None else max_label
+    except ValueError as err:
+        writer.close()
+        raise IngestError(str(err)) from None
     present = {name: writer.existing_obs_ids(name) for name in images}  # repairs missing rows
     report = IngestReport(store=writer.uri, repaired={k: list(v) for k, v in writer.repaired.items()})
     image_names = [n for n in images if n not in labels]
@@ -270,11 +298,14 @@ def ingest_niftis(
                 try:
                     loaded = {c: load_nifti(p) for c, p in files.items()}
                     for c in labels & set(loaded):
-                        loaded[c] = _as_label(loaded[c], max_label)
+                        loaded[c] = _as_label(loaded[c], limits[c])
                     for c in set(loaded) - labels:
                         problem = _nonfinite(loaded[c])
                         if problem and nonfinite == "reject":
-                            raise ValueError(f"{problem}; fix the file or ingest with nonfinite='report'")
+                            raise ValueError(
+                                f"{problem}; fix the file, or ingest it as it is with --nonfinite report "
+                                "(nonfinite='report' in Python)"
+                            )
                         if problem:
                             report.warnings.append(f"{sid}: {problem}")
                     ref = next((loaded[c] for c in image_names if c in loaded), None)

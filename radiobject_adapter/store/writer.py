@@ -161,6 +161,30 @@ class StoreWriter:
         self._ensured.add(name)
         return uri
 
+    def declare_label_classes(self, name: str, classes: Sequence[str] | None) -> list[str] | None:
+        """Record ``classes`` (names by class value) on label collection ``name``; returns the
+        classes the collection declares afterwards (``None``: none declared, none given).
+
+        Raises:
+            ValueError: the collection already declares other classes.
+        """
+        from radiobject_adapter.store.label_classes import LABEL_CLASSES_KEY
+
+        uri = self.ensure_collection(name)
+        with tiledb.Group(uri, "r", ctx=self.ctx) as grp:
+            raw = grp.meta[LABEL_CLASSES_KEY] if LABEL_CLASSES_KEY in grp.meta else None
+        declared = json.loads(str(raw)) if raw is not None else None
+        if classes is None or declared == list(classes):
+            return declared
+        if declared is not None:
+            raise ValueError(
+                f"collection {name!r} of {self.uri!r} declares label classes {declared}, not {list(classes)}; "
+                "ingest with the same classes (or none: the declared ones are used)"
+            )
+        with tiledb.Group(uri, "w", ctx=self.ctx) as grp:
+            grp.meta[LABEL_CLASSES_KEY] = json.dumps(list(classes))
+        return list(classes)
+
     def _create_once(self, uri: str, create: Any) -> None:
         """Create a group/array unless it exists; a folder left half-created by a killed
         writer (not a TileDB object) is removed first when no other writer is alive."""

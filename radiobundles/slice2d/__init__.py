@@ -13,6 +13,7 @@ from __future__ import annotations
 from radiobundles.slice2d.collate import SlicePrepareBatch, slices_to_volumes, volumes_to_slices
 from radiobundles.slice2d.data import LOADING_MODES, resolve_image_collection, slice_loading
 from radiobundles.slice2d.dataset import AxialSliceDataset
+from radiobundles.slice2d.evaluation import NamedMetricsSaver, save_training_settings, training_settings
 from radiobundles.slice2d.inference import predict_volume, slice_inferer
 from radiobundles.slice2d.losses import LOSSES, CrossEntropySegLoss, segmentation_loss
 from radiobundles.slice2d.visualize import middle_slice, middle_slice_pair, middle_slice_prediction
@@ -22,15 +23,18 @@ __all__ = [
     "LOSSES",
     "AxialSliceDataset",
     "CrossEntropySegLoss",
+    "NamedMetricsSaver",
     "SlicePrepareBatch",
     "middle_slice",
     "middle_slice_pair",
     "middle_slice_prediction",
     "predict_volume",
     "resolve_image_collection",
+    "save_training_settings",
     "segmentation_loss",
     "slice_inferer",
     "slice_loading",
     "slices_to_volumes",
+    "training_settings",
     "volumes_to_slices",
 ]

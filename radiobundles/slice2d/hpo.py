@@ -217,7 +217,8 @@ def _parse_set(pairs: Sequence[str]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m radiobundles.slice2d.hpo", description=__doc__.split("\n")[0] if __doc__ else None
+        prog="python -m radiobundles.slice2d.hpo",
+        description=__doc__.split("\n")[0].replace("``", "") if __doc__ else None,
     )
     parser.add_argument("--dataset_dir", required=True, help="TileDB store or folder with imagesTr/ and labelsTr/")
     parser.add_argument("--n_trials", type=int, default=20)

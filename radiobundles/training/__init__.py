@@ -2,8 +2,8 @@
 
 Only what MONAI and ignite lack: BatchNorm re-calibration before validation, crash-safe
 best/last/periodic checkpoints with resume and best-weight restore, resumable early stopping,
-per-iteration telemetry (lr, gradient norm, iteration time, batch Dice) and TensorBoard
-histograms. Everything else comes from ``monai.handlers``.
+per-iteration telemetry (lr, gradient norm, iteration time, batch Dice), TensorBoard
+histograms, and the time left / a time budget for a run. Everything else comes from ``monai.handlers``.
 
 Example:
     >>> from radiobundles.training import BatchNormRecalibration, CheckpointManager
@@ -16,15 +16,18 @@ from radiobundles.training.checkpoint import CheckpointManager, periodic_checkpo
 from radiobundles.training.early_stopping import ResumableEarlyStopHandler, metric_score
 from radiobundles.training.telemetry import IterationTelemetry, batch_scalars, gradient_norm, mean_dice_from_logits
 from radiobundles.training.tensorboard import TensorBoardHistogramHandler
+from radiobundles.training.time_budget import RunClock, format_duration
 
 __all__ = [
     "BatchNormRecalibration",
     "CheckpointManager",
     "IterationTelemetry",
     "ResumableEarlyStopHandler",
+    "RunClock",
     "TensorBoardHistogramHandler",
     "batch_scalars",
     "batchnorm_layers",
+    "format_duration",
     "gradient_norm",
     "mean_dice_from_logits",
     "metric_score",

@@ -195,8 +195,10 @@ def test_train_and_inference_configs_agree_with_metadata():
     for key in ("hu_window", "patch_size"):
         assert train[key] == infer[key], key
     channels = meta["network_data_format"]["outputs"]["pred"]
-    assert channels["num_channels"] == len(train["class_names"]) == infer["num_classes"]
-    assert [channels["channel_def"][str(i)] for i in range(channels["num_channels"])] == train["class_names"]
+    assert train["default_class_names"] == infer["default_class_names"]
+    assert train["class_names"] == infer["class_names"]  # both from the store, else the default
+    assert channels["num_channels"] == len(train["default_class_names"])
+    assert [channels["channel_def"][str(i)] for i in range(channels["num_channels"])] == train["default_class_names"]
     assert meta["version"] in meta["changelog"] and meta["schema"].endswith(".json")
 
 

@@ -159,6 +159,24 @@ def test_evaluate_reproduces_the_best_validation_dice(store_run, axial_store):
 
 
 @pytest.mark.slow
+def test_evaluate_remembers_the_training_split_and_slice_size_and_names_the_class(store_run, axial_store):
+    _, root = store_run
+    settings = json.loads((root / "models" / "training_settings.json").read_text())
+    assert settings["slice_size"] == [32, 32] and settings["val_fraction"] == 0.25
+    not_remembered = {k: v for k, v in TINY.items() if k not in ("slice_size", "val_fraction")}
+    wf = run_workflow(workflow([TRAIN, EVALUATE], bundle_root=str(root), dataset_dir=axial_store, **not_remembered))
+    assert wf.parser.get_parsed_content("slice_size") == [32, 32]
+    assert wf.parser.get_parsed_content("val_fraction") == 0.25
+    dice = wf.parser.get_parsed_content("validate#evaluator").state.metrics["val_mean_dice"]
+    best = torch.load(root / "models" / "best.pt", weights_only=True)
+    assert dice == pytest.approx(best["best_metric"], abs=1e-6)
+    header = (root / "eval" / "val_mean_dice_raw.csv").read_text().splitlines()[0]
+    assert "foreground" in header and "class0" not in header
+    summary = (root / "eval" / "val_mean_dice_summary.csv").read_text()
+    assert "foreground" in summary and "class0" not in summary
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["store", "nifti"])
 def test_inference_writes_3d_segmentations_on_the_source_grid(store_run, source, axial_store, nifti_dir, tmp_path):
     _, root = store_run
@@ -368,3 +386,9 @@ def test_the_multi_gpu_config_trains_with_two_cpu_processes(axial_store, tmp_pat
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert sorted(os.listdir(tmp_path / "models")) == ["best.pt", "last.pt", "model.pt"]
     assert torch.load(tmp_path / "models" / "last.pt", weights_only=True)["epoch"] == 2
+
+
+def test_evaluate_falls_back_to_the_training_defaults():
+    train, evaluate = (ConfigParser.load_config_file(p) for p in (TRAIN, EVALUATE))
+    defaults = evaluate["trained"]["defaults"]
+    assert defaults == {k: train[k] for k in defaults}

@@ -117,3 +117,49 @@ def test_cache_keeps_the_two_newest_versions_of_a_volume(tmp_path):
     assert [os.path.exists(p) for p in paths] == [False, True, True]
     assert cache.get("images", "uri", 3, "a.nii.gz", writer("never called")) == paths[2]
     assert cache.checksum(paths[2]).startswith("SHA256:")
+
+
+FOUR = ["background", "liver", "tumour", "cyst"]
+
+
+def _out_channels(state: dict) -> int:
+    last = [k for k in state if k.endswith(".weight")][-1]  # the final (transposed) convolution
+    return int(state[last].shape[1])
+
+
+def test_bundle_copy_serves_the_store_classes(source_bundle, tmp_path):
+    target = prepare_bundle(source_bundle, str(tmp_path / "ws"), class_names=FOUR)
+    with open(os.path.join(target, "configs", "metadata.json")) as fh:
+        pred = json.load(fh)["network_data_format"]["outputs"]["pred"]
+    assert pred["num_channels"] == 4 and pred["channel_def"] == {str(i): n for i, n in enumerate(FOUR)}
+    for name in ("train.json", "inference.json"):
+        with open(os.path.join(target, "configs", name)) as fh:
+            assert json.load(fh)["class_names"] == FOUR
+    assert _out_channels(torch.load(os.path.join(target, "models", MODEL_FILE))) == 4
+
+
+def test_a_given_checkpoint_is_served_once_per_version_and_fine_tuning_is_kept(source_bundle, tmp_path):
+    first = prepare_bundle(source_bundle, str(tmp_path / "ws0"), class_names=FOUR)
+    given = str(tmp_path / "demo_model.pt")
+    trained = {k: v + 0.5 for k, v in torch.load(os.path.join(first, "models", MODEL_FILE)).items()}
+    torch.save(trained, given)
+
+    target = prepare_bundle(source_bundle, str(tmp_path / "ws"), class_names=FOUR, model=given)
+    served = os.path.join(target, "models", MODEL_FILE)
+    assert all(torch.equal(torch.load(served)[k], trained[k]) for k in trained)
+    torch.save({k: v + 1 for k, v in trained.items()}, served)  # fine-tuned in the app
+    prepare_bundle(source_bundle, str(tmp_path / "ws"), class_names=FOUR, model=given)  # next start
+    assert all(torch.equal(torch.load(served)[k], trained[k] + 1) for k in trained)
+
+    torch.save({k: v - 1 for k, v in trained.items()}, given)  # a new demo run
+    os.utime(given, ns=(os.stat(given).st_atime_ns, os.stat(given).st_mtime_ns + 10**9))
+    prepare_bundle(source_bundle, str(tmp_path / "ws"), class_names=FOUR, model=given)
+    assert all(torch.equal(torch.load(served)[k], trained[k] - 1) for k in trained)
+
+
+def test_a_given_checkpoint_for_other_classes_is_refused_by_name(source_bundle, tmp_path):
+    three = prepare_bundle(source_bundle, str(tmp_path / "ws3"))
+    with pytest.raises(ValueError, match=r"does not fit .*4 classes \['background', 'liver', 'tumour', 'cyst'\]"):
+        prepare_bundle(
+            source_bundle, str(tmp_path / "ws"), class_names=FOUR, model=os.path.join(three, "models", MODEL_FILE)
+        )

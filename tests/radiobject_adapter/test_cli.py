@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from radiobject_adapter import RadiObject
 from radiobject_adapter.synthetic import make_ct_dataset
@@ -113,3 +114,69 @@ def test_ingest_accepts_tif_folders_as_collections(tmp_path: Path) -> None:
     (tmp_path / "ct.nii.gz").write_bytes(b"")
     mixed = ["ingest", str(tmp_path / "s2"), "-c", f"dente={tmp_path / 'dente'}", "-c", f"CT={tmp_path / 'ct.nii.gz'}"]
     assert main([*mixed, "--no-progress"]) == 2
+
+
+# -- locations where no store can be written: one line saying what to do, exit status 2 ------------
+def _small_nifti(tmp_path: Path):
+    return make_ct_dataset(str(tmp_path / "nifti"), n_subjects=1, shape_range=((16, 17), (16, 17), (8, 9)), seed=1)
+
+
+def test_ingest_into_a_regular_file_says_so_and_leaves_it(tmp_path: Path) -> None:
+    ds = _small_nifti(tmp_path)
+    target = tmp_path / "notes.txt"
+    target.write_text("not a store")
+    for where in (target, target / "store"):
+        done = _run("ingest", str(where), "-c", f"CT={ds.images_dir}", "--no-progress")
+        assert done.returncode == 2, done.stderr
+        assert "is a regular file" in done.stderr and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+    assert target.read_text() == "not a store"
+
+
+def _read_only_mount(path: Path, command: list[str]) -> subprocess.CompletedProcess:
+    """Run ``command`` with ``path`` bind-mounted read-only (a private mount namespace: root
+    ignores permission bits, but not a read-only mount)."""
+    script = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" "$0" && exec "$@"'
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", script, str(path), *command], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def test_ingest_into_a_read_only_store_says_so_and_changes_nothing(tmp_path: Path) -> None:
+    probe = _read_only_mount(tmp_path, ["true"])
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a read-only mount here: {probe.stderr.strip()[:200]}")
+    ds = make_ct_dataset(str(tmp_path / "nifti"), n_subjects=2, shape_range=((16, 17), (16, 17), (8, 9)), seed=1)
+    store = tmp_path / "store"
+    assert _run("ingest", str(store), "-c", f"CT={ds.images[0]}", "--no-progress").returncode == 0
+    before = sorted(str(p) for p in store.rglob("*"))
+    done = _read_only_mount(store, [EXE, "ingest", str(store), "-c", f"CT={ds.images_dir}", "--no-progress"])
+    assert done.returncode == 2, done.stderr
+    assert "is read-only" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert sorted(str(p) for p in store.rglob("*")) == before
+    assert RadiObject(str(store)).CT.subject_ids == ["case_000"]
+
+
+def test_ingest_into_a_missing_bucket_names_the_endpoint_and_credentials(s3_session, tmp_path: Path) -> None:
+    ds = _small_nifti(tmp_path)
+    env = {**os.environ, **s3_session.process_env, "TQDM_DISABLE": "1"}
+    cmd = [EXE, "ingest", "s3://no-such-bucket/store", "-c", f"CT={ds.images_dir}", "--no-progress"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line
+    assert f"bucket 'no-such-bucket' not found at endpoint {s3_session.endpoint_override}" in line
+    assert "AWS_ENDPOINT_URL_S3" in line and "AWS_ACCESS_KEY_ID" in line
+
+
+def test_ingest_into_s3_without_an_endpoint_says_to_set_one(s3_session, tmp_path: Path) -> None:
+    ds = _small_nifti(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_ENDPOINT_URL", "RADIOBUNDLES_S3_"))}
+    cmd = [EXE, "ingest", f"s3://{s3_session.bucket}/store", "-c", f"CT={ds.images_dir}", "--no-progress"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**env, "TQDM_DISABLE": "1"}, timeout=300)
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line
+    assert "AWS S3 (AWS_ENDPOINT_URL_S3 is not set)" in line and "set AWS_ENDPOINT_URL_S3" in line

@@ -84,7 +84,7 @@ CASES: list[tuple[str, Callable, str, dict]] = [
     ("truncated .nii.gz", _truncate, "corrupt or truncated", {}),
     ("random bytes named .nii.gz", _garbage, "cannot read NIfTI", {}),
     ("empty file", _empty, "empty file", {}),
-    ("NaN/Inf voxels", _nan, r"2 NaN/Inf voxel", {}),
+    ("NaN/Inf voxels", _nan, r"2 NaN/Inf voxel\(s\); fix the file, or ingest it as it is with --nonfinite report", {}),
     ("2D image where 3D expected", _two_d, "expected a 3D volume", {}),
     ("4D image where 3D expected", _four_d, "expected a 3D volume", {}),
     ("float label with non-integer values", _fractional_label, "non-integer", {}),
