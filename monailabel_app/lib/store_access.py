@@ -240,6 +240,7 @@ class StoreAccess:
             writer = StoreWriter(self.uri)
             try:
                 writer.existing_obs_ids(collection)  # writes the missing rows
+                writer.update_counters([collection])
             finally:
                 writer.close()
             return self._listing(collection, fresh=True).get(image_id)

@@ -319,6 +319,9 @@ class StoreWriter:
         uri = join_uri(self.uri, "obs_meta")
         if self._object_type(uri) is None:
             create_dataframe(uri, columns, ctx=self.ctx)
+        with tiledb.Group(self.uri, "r", ctx=self.ctx) as grp:
+            registered = "obs_meta" in {m.name for m in grp}
+        if not registered:  # also when a writer was killed between creating and registering it
             with tiledb.Group(self.uri, "w", ctx=self.ctx) as grp:
                 grp.add("obs_meta", name="obs_meta", relative=True)
         else:
