@@ -272,8 +272,8 @@ class StoreAccess:
                 },
                 raw_meta={**ForegroundIndex.compute(data).to_metadata(), **record_metadata(version, record)},
                 timestamp=version,
+                counters=True,
             )
-            writer.update_counters([collection])
         finally:
             writer.close()
         with self._lock:

@@ -138,8 +138,8 @@ def write_label_volume(
             meta={"source_path": source, PREDICTION_SOURCE: source},
             obs_row=obs_row,
             raw_meta=index_meta,
+            counters=True,
         )
-        writer.update_counters([collection])
     finally:
         writer.close()
     return uri
