@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--versions", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--out", default="/tmp/radiobundles_consolidate_bench")
+    parser.add_argument("--reuse", action="store_true", help="measure the store an earlier run built in --out")
     args = parser.parse_args(argv)
 
     from monailabel_app.lib.versions import list_versions, read_version
@@ -109,13 +110,24 @@ def main(argv: list[str] | None = None) -> int:
     from radiobject_adapter.store.consolidate import consolidate_store
 
     root = Path(args.out)
-    shutil.rmtree(root, ignore_errors=True)
-    t0 = time.perf_counter()
-    store, saved = build_store(root, args.subjects, args.labels, args.versions)
-    print(
-        f"built {store}: {args.subjects} CT volumes, {args.labels} labels x {args.versions} versions "
-        f"in {time.perf_counter() - t0:.1f} s"
-    )
+    if args.reuse and (root / "store").is_dir():  # a store an earlier run built (building takes long)
+        store = str(root / "store")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+        t0 = time.perf_counter()
+        store, _ = build_store(root, args.subjects, args.labels, args.versions)
+        print(
+            f"built {store}: {args.subjects} CT volumes, {args.labels} labels x {args.versions} versions "
+            f"in {time.perf_counter() - t0:.1f} s"
+        )
+    from radiobject_adapter import RadiObject
+
+    radi = RadiObject(store)
+    saved = {  # every label version as read before consolidating
+        (uri, v.version): read_version(uri, v.version)
+        for uri in (radi.seg.uri_of(s) for s in radi.seg.subject_ids)
+        for v in list_versions(uri)
+    }
     before, files_before = measure(store, args.repeat), _files(store)
     t0 = time.perf_counter()
     consolidate_store(store, progress=False)

@@ -263,6 +263,7 @@ class StoreAccess:
             writer = StoreWriter(self.uri)
             try:
                 writer.existing_obs_ids(collection)  # writes the missing rows
+                writer.update_counters([collection])
             finally:
                 writer.close()
             return self._listing(collection, fresh=True).get(image_id)
@@ -294,8 +295,8 @@ class StoreAccess:
                 },
                 raw_meta={**ForegroundIndex.compute(data).to_metadata(), **record_metadata(version, record)},
                 timestamp=version,
+                counters=True,
             )
-            writer.update_counters([collection])
         finally:
             writer.close()
         with self._lock:

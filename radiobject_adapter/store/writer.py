@@ -267,6 +267,7 @@ class StoreWriter:
         obs_row: Mapping[str, Any] | None = None,
         raw_meta: Mapping[str, Any] | None = None,
         timestamp: int | None = None,
+        counters: bool = False,
     ) -> str:
         """Write one volume and register it; returns the array URI.
 
@@ -299,6 +300,8 @@ class StoreWriter:
                 arr.meta[key] = value
         with tiledb.Group(volumes_uri, "w", ctx=self.ctx) as grp:
             grp.add(member, name=member, relative=True)
+        if counters:  # single writes (a label, a prediction): counters before the commit point,
+            self.update_counters([collection])  # so no kill leaves a visible volume uncounted
         row = {"obs_subject_id": subject_id, "obs_id": obs_id, **(obs_row or {})}
         write_rows(join_uri(col_uri, "obs"), [row], ctx=self.ctx)
         return vol_uri
@@ -343,6 +346,9 @@ class StoreWriter:
         uri = join_uri(self.uri, "obs_meta")
         if self._object_type(uri) is None:
             create_dataframe(uri, columns, ctx=self.ctx)
+        with tiledb.Group(self.uri, "r", ctx=self.ctx) as grp:
+            registered = "obs_meta" in {m.name for m in grp}
+        if not registered:  # also when a writer was killed between creating and registering it
             with tiledb.Group(self.uri, "w", ctx=self.ctx) as grp:
                 grp.add("obs_meta", name="obs_meta", relative=True)
         else:

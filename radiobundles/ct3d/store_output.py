@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -28,16 +27,17 @@ from monai.transforms import MapTransform, Transform
 from radiobject_adapter import RadiObject
 from radiobject_adapter.address import is_volume_address, parse_address
 from radiobject_adapter.config import ctx_for_threads, forget_array
-from radiobject_adapter.store.dataframe import write_rows
 from radiobject_adapter.store.foreground import ForegroundIndex
-from radiobject_adapter.store.layout import affine_to_json, collection_uri, join_uri, make_obs_id
-from radiobject_adapter.store.recovery import OBS_ROW_KEY
+from radiobject_adapter.store.layout import affine_to_json, make_obs_id
 from radiobject_adapter.store.writer import StoreWriter
 from radiobundles.addresses import restore_address
 from radiobundles.ct3d.metrics import subject_id_of
 from radiobundles.ct3d.visualize import label_map
 
-__all__ = ["SaveToStored", "subject_name_formatter", "write_label_volume"]
+__all__ = ["PREDICTION_SOURCE", "SaveToStored", "subject_name_formatter", "write_label_volume"]
+
+# array metadata key: the source of the prediction a fragment holds (written with its voxels)
+PREDICTION_SOURCE = "prediction_source"
 
 
 def subject_name_formatter(metadict: Mapping[str, Any] | None, saver: Transform) -> dict[str, Any]:
@@ -58,6 +58,7 @@ def _existing(store: str, collection: str, subject_id: str) -> str | None:
         writer = StoreWriter(store)
         try:
             writer.existing_obs_ids(collection)
+            writer.update_counters([collection])
         finally:
             writer.close()
         volume = coll.refresh().get(subject_id)
@@ -114,18 +115,17 @@ def write_label_volume(
     if existing is not None:
         with tiledb.open(existing, "r", ctx=ctx_for_threads()) as arr:
             shape = arr.schema.shape
-            obs_id = str(arr.meta["obs_id"])
         if tuple(shape) != data.shape:
             raise ValueError(
                 f"{collection!r} of {store!r} already holds a volume of shape {tuple(shape)} for {subject_id!r}, "
                 f"the prediction has {data.shape}; write into another collection (--pred_collection)"
             )
-        meta = {"orientation_affine": affine_to_json(affine), "source_path": source, **index_meta}
-        _overwrite(existing, data, {**meta, OBS_ROW_KEY: json.dumps(obs_row)})
-        # the row follows the voxels; a kill in between leaves a row `radiobundles check --repair`
-        # (or the next write of this subject) rewrites from OBS_ROW_KEY
-        obs_uri = join_uri(collection_uri(RadiObject(store).uri, collection), "obs")
-        write_rows(obs_uri, [{"obs_subject_id": subject_id, "obs_id": obs_id, **obs_row}], ctx=ctx_for_threads())
+        # the obs row and `source_path` keep describing the volume (its first write); this
+        # prediction's source goes with its fragment, readable by time travel: one commit, so
+        # no kill can leave a row that disagrees with its volume
+        _overwrite(
+            existing, data, {"orientation_affine": affine_to_json(affine), PREDICTION_SOURCE: source, **index_meta}
+        )
         return existing
     writer = StoreWriter(store)
     try:
@@ -135,11 +135,11 @@ def write_label_volume(
             make_obs_id(subject_id, collection),
             data,
             affine,
-            meta={"source_path": source},
+            meta={"source_path": source, PREDICTION_SOURCE: source},
             obs_row=obs_row,
             raw_meta=index_meta,
+            counters=True,
         )
-        writer.update_counters([collection])
     finally:
         writer.close()
     return uri

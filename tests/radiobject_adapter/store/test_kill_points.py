@@ -346,7 +346,9 @@ def enumerate_kill_points(writer: str, tmp: Path, server: ForkServer, fast: bool
     assert ops, f"{writer} made no store write"
     _assert_consistent(counted, case, writer, final=True)
     checked: set[tuple] = set()
-    for n in _fast_points(ops) if fast else range(1, len(ops) + 1):
+    # KILL_POINTS_FROM=n starts the full enumeration at point n (to reproduce one quickly)
+    first = int(os.environ.get("KILL_POINTS_FROM", "1"))
+    for n in _fast_points(ops) if fast else range(first, len(ops) + 1):
         store = fresh(tmp / f"kill{n}")
         code = _run(server, writer, str(store), case.inputs, tmp, kill_at=n)
         assert code == -9, f"{writer}: worker was not killed before write {n} ({ops[n - 1]})"
