@@ -1,7 +1,7 @@
 """Every store writer, killed at every store write it makes: nothing lost, nothing torn.
 
 For each writer (NIfTI ingest, a second ingest that appends subjects and updates the subject
-table, TIF ingest, the label app's label save, prediction write-back, the foreground-index
+table, TIF ingest, DICOM series ingest with its key tags, the label app's label save, prediction write-back, the foreground-index
 build, consolidation) a counting run logs each TileDB write, metadata put/delete, group
 add, commit, consolidation and folder removal it makes (``N`` of them, see
 :func:`~radiobject_adapter.testing.kill.arm_store_kill`). Then, for ``n = 1..N``, a worker
@@ -44,6 +44,11 @@ from radiobject_adapter.testing.kill import ForkServer, arm_store_kill, read_op_
 
 SHAPE = (8, 8, 8)
 SUBJECTS = ("case_a", "case_b", "case_c")
+DICOM_SHAPE = (8, 8, 6)  # 8x8 pixels, 6 slices
+
+
+def _dicom_age(i: int) -> str:
+    return f"0{40 + i}Y"  # PatientAge, one per subject: each obs_meta row must be its own subject's
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,6 +65,12 @@ def _tif_ingest(store: str, inputs: dict) -> None:
     from radiobject_adapter.store.tif import ingest_tifs
 
     ingest_tifs(store, {"dente": inputs["tif"]}, progress=False)
+
+
+def _dicom_ingest(store: str, inputs: dict) -> None:
+    from radiobject_adapter.io.dicom_ingest import ingest_dicoms
+
+    ingest_dicoms(store, {"CT": inputs["dicom"]}, progress=False, tile_extent=8)
 
 
 def _label_saves(store: str, inputs: dict) -> None:
@@ -98,6 +109,7 @@ WRITERS: dict[str, Callable[[str, dict], None]] = {
     "nifti_ingest": _nifti_ingest,
     "ingest_more": _nifti_ingest,
     "tif_ingest": _tif_ingest,
+    "dicom_ingest": _dicom_ingest,
     "label_save": _label_saves,
     "prediction_write": _prediction_writes,
     "foreground_index": _foreground_index,
@@ -150,6 +162,16 @@ def _make_case(writer: str, root: Path, server: ForkServer) -> Case:
     table = root / "subjects.csv"
     table.write_text("subject_id,age\n" + "".join(f"{s},{40 + i}\n" for i, s in enumerate(subjects)))
     inputs: dict[str, Any] = {"ct": str(root / "ct"), "seg": str(root / "seg"), "table": str(table)}
+    if writer == "dicom_ingest":
+        from radiobject_adapter.testing.dicom import write_dicom_series
+
+        contents = {"CT": {}}
+        affine = np.diag([0.8, 0.8, 2.0, 1.0])
+        for i, sid in enumerate(subjects):
+            hu = rng.integers(-1000, 1000, size=DICOM_SHAPE, dtype=np.int16)
+            write_dicom_series(root / "dicom" / sid, hu, affine, patient_id=sid, extra={"PatientAge": _dicom_age(i)})
+            contents["CT"][sid] = [hu]
+        return Case({"dicom": str(root / "dicom")}, None, contents)
     if writer in ("nifti_ingest", "tif_ingest"):
         if writer == "tif_ingest":
             import tifffile
@@ -263,6 +285,14 @@ def _assert_consistent(store: Path, case: Case, writer: str, final: bool) -> Non
         table = radi.obs_meta.set_index("obs_subject_id")
         assert sorted(table.index) == sorted(case.contents["CT"])
         assert [int(table.at[s, "age"]) for s in sorted(table.index)] == [40 + i for i in range(len(table))]
+    if final and writer == "dicom_ingest":  # the key tags of every subject, exactly once
+        table = radi.obs_meta
+        assert sorted(table["obs_subject_id"]) == sorted(case.contents["CT"])
+        table = table.set_index("obs_subject_id")
+        for i, sid in enumerate(sorted(case.contents["CT"])):
+            assert table.at[sid, "patient_age"] == _dicom_age(i)
+            assert (table.at[sid, "modality"], table.at[sid, "study_date"]) == ("CT", "20260101")
+            assert table.at[sid, "manufacturer"] == "radiobundles synthetic"
 
 
 def _assert_label_versions(radi: RadiObject, case: Case, final: bool) -> None:
@@ -290,6 +320,8 @@ def server():
     preload = [
         "radiobject_adapter.store.ingest",
         "radiobject_adapter.store.tif",
+        "radiobject_adapter.io.dicom_ingest",
+        "pydicom",
         "radiobject_adapter.store.check",
         "radiobject_adapter.store.consolidate",
         "monailabel_app.lib.store_access",
