@@ -8,7 +8,7 @@ LOCK := requirements/lock.txt
 STAMP := $(VENV)/.radiobundles-installed
 DEMO_OUT ?= demo_output
 
-.PHONY: install demo test lint format test-fast lock clean label-server bench bench-quick demo-dicom orthanc shell
+.PHONY: install demo test lint format test-fast lock clean label-server bench bench-quick demo-dicom orthanc shell test-exhaustive
 PORT ?= 8000
 # the model beside the store (where `make demo` leaves it), if there is one; MODEL=<file.pt> chooses another
 MODEL ?= $(wildcard $(dir $(patsubst %/,%,$(STUDIES)))models/model.pt)
@@ -48,11 +48,15 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 test: lint
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -m "not exhaustive"
 
 # unit and in-process tests only (<= 3 min on an idle machine); `make test` (CI) runs every test
 test-fast: install
-	$(VENV)/bin/pytest -m "not slow and not integration"
+	$(VENV)/bin/pytest -m "not slow and not integration and not exhaustive"
+
+# every kill point of every store writer (issue 13's enumeration; about 600 forked runs)
+test-exhaustive: install
+	$(VENV)/bin/pytest -m exhaustive -s
 
 # Loader-throughput experiment (benchmarks/README.md); data cached in benchmarks/data/
 bench: install

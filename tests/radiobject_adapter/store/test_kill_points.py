@@ -16,8 +16,8 @@ dies by ``SIGKILL`` just before its ``n``-th write. After each kill:
 * rerunning the writer completes it: every subject exactly once, every row there, every
   save once, the foreground index of the newest voxels, and the store checks clean.
 
-The full enumeration is ``slow``; the default run takes a few points per writer (where a
-volume becomes visible, where its row is written, the last write).
+The full enumeration is marked ``exhaustive`` (``make test-exhaustive``); ``make test`` takes a
+few points per writer (where a volume becomes visible, where its row is written, the last write).
 """
 
 from __future__ import annotations
@@ -412,6 +412,7 @@ def _record(writer: str, n: int, ops: list[str], states: int) -> None:
     print(f"KILLPOINTS {writer}: N={n} distinct states checked={states} {json.dumps(Counter(ops))}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("writer", sorted(WRITERS))
 def test_writer_killed_at_chosen_store_writes_leaves_a_valid_store_and_rerun_completes(
     writer: str, tmp_path: Path, server: ForkServer
@@ -420,6 +421,7 @@ def test_writer_killed_at_chosen_store_writes_leaves_a_valid_store_and_rerun_com
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive  # every kill point of every writer: make test-exhaustive (make test runs the subset above)
 @pytest.mark.timeout(3600)  # up to ~150 kill points per writer on a busy 2-core machine
 @pytest.mark.parametrize("writer", sorted(WRITERS))
 def test_writer_killed_at_every_store_write_leaves_a_valid_store_and_rerun_completes(
