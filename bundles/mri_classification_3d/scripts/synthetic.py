@@ -31,7 +31,7 @@ import pandas as pd
 __all__ = ["SyntheticClassificationData", "make_classification_dataset", "synthetic_subject"]
 
 # how much brighter a lesion is than tissue in each collection (tissue intensity is 100)
-LESION_CONTRAST = {"T1w": (25.0, 60.0), "FLAIR": (40.0, 90.0)}
+LESION_CONTRAST = {"T1w": (35.0, 70.0), "FLAIR": (50.0, 100.0)}
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def synthetic_subject(
     brain = _ellipsoid(grid, brain_c, brain_r)
     blobs = []
     for _ in range(int(rng.integers(1, 3))):
-        radius = rng.uniform(0.09, 0.16) * size.min() * rng.uniform(0.8, 1.25, 3)
+        radius = rng.uniform(0.12, 0.2) * size.min() * rng.uniform(0.8, 1.25, 3)
         offset = rng.uniform(-0.55, 0.55, 3) * (brain_r - radius)
         blobs.append((_ellipsoid(grid, brain_c + offset, radius), rng.uniform(0, 1)))
     out = {}
@@ -73,7 +73,7 @@ def synthetic_subject(
             tissue[mask] += (contrast if positive else -contrast) * texture
         bias = 1.0 + sum(rng.uniform(-0.15, 0.15) * (g / n - 0.5) for g, n in zip(grid, shape))
         gain = rng.uniform(0.7, 1.4)
-        noise = rng.normal(0.0, rng.uniform(8.0, 16.0), size=tuple(shape))
+        noise = rng.normal(0.0, rng.uniform(6.0, 12.0), size=tuple(shape))
         out[name] = (gain * bias * tissue + noise).astype(np.float32)
     return out
 
