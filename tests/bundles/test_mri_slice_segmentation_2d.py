@@ -110,7 +110,14 @@ def test_training_from_an_axial_store_reads_single_slices(store_run):
 def test_checkpoints_best_last_periodic_with_retention_and_the_model(store_run):
     _, root = store_run
     models = root / "models"
-    assert sorted(os.listdir(models)) == ["best.pt", "last.pt", "model.pt", "periodic_0002.pt"]
+    # checkpoints after retention, and the training settings evaluate reads back
+    assert sorted(os.listdir(models)) == [
+        "best.pt",
+        "last.pt",
+        "model.pt",
+        "periodic_0002.pt",
+        "training_settings.json",
+    ]
     last = torch.load(models / "last.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "scaler", "epoch", "step", "metric"} <= set(last)
     assert (last["epoch"], last["step"]) == (2, 6)
