@@ -348,7 +348,8 @@ def test_inference_writes_probabilities_to_csv_and_into_the_subject_table_only_a
     after = RadiObject(store).obs_meta
     new = ["pred_diagnosis", "prob_diagnosis_healthy", "prob_diagnosis_lesion"]
     assert list(after.columns) == [*before.columns, *new]
-    pd.testing.assert_frame_equal(after[before.columns], before)  # nothing else in the table changed
+    # nothing else in the table changed (obs_meta is a Table, a DataFrame subclass: compare plain frames)
+    pd.testing.assert_frame_equal(pd.DataFrame(after[before.columns]), pd.DataFrame(before))
     rows = after.set_index("obs_subject_id")
     np.testing.assert_allclose(rows.loc[predictions.index, "prob_diagnosis_lesion"], predictions.prob_lesion, rtol=1e-6)
     # the same model on the NIfTI folder (no store): the same probabilities
