@@ -48,7 +48,7 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 test: lint
-	$(VENV)/bin/pytest -m "not exhaustive"
+	$(VENV)/bin/pytest -m "not exhaustive" --durations=30
 
 # unit and in-process tests only (<= 3 min on an idle machine); `make test` (CI) runs every test
 test-fast: install

@@ -279,7 +279,10 @@ def _print_summary(s: dict[str, Any], out: str) -> None:
     cut = " (stopped by the time budget)" if e["ran"] < e["max"] else ""
     print(f"  training:         {e['ran']} of {e['max']} epochs{cut}, budget {e['train_budget_s']:.0f} s")
     print(f"  summary JSON:     {os.path.join(out, 'summary.json')}")
+    # short paths for a demo inside the repository, absolute ones elsewhere (no ../../tmp/...)
     rel = os.path.relpath(out)
+    if rel.startswith(os.pardir):
+        rel = os.path.abspath(out)
     b = "bundles/ct_segmentation_3d/configs"
     print("\nNext steps (from the repository root, with .venv/bin on PATH: make shell)")
     print(f"  serve this model to 3D Slicer: make label-server STUDIES={rel}/store")
