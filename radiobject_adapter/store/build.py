@@ -222,29 +222,11 @@ class CollectionWriter(StoreWriter):
             raise FileExistsError(f"{self.uri!r} exists and is not a collection; choose a new location")
 
     def ensure_collection(self, name: str) -> str:
-        from radiobject_adapter.store.dataframe import create_dataframe
-        from radiobject_adapter.store.writer import OBS_COLUMNS
-
-        if name in self._ensured:
-            return self.uri
-        uri = self.uri
-        self._create_once(uri, lambda: tiledb.Group.create(uri, ctx=self.ctx))
-        obs_uri, vols_uri = join_uri(uri, "obs"), join_uri(uri, "volumes")
-        self._create_once(obs_uri, lambda: create_dataframe(obs_uri, OBS_COLUMNS, ctx=self.ctx))
-        self._create_once(vols_uri, lambda: tiledb.Group.create(vols_uri, ctx=self.ctx))
-        with tiledb.Group(uri, "r", ctx=self.ctx) as grp:
-            members = {m.name for m in grp}
-            has_meta = "n_volumes" in grp.meta
-        if {"obs", "volumes"} - members or not has_meta:
-            with tiledb.Group(uri, "w", ctx=self.ctx) as grp:
-                for child in ("obs", "volumes"):
-                    if child not in members:
-                        grp.add(child, name=child, relative=True)
-                grp.meta["name"] = name
-                if not has_meta:
-                    grp.meta["n_volumes"] = 0
-        self._ensured.add(name)
-        return uri
+        # the collection is the root: its parts, no registration in a store
+        if name not in self._ensured:
+            self._create_collection_parts(self.uri, name)
+            self._ensured.add(name)
+        return self.uri
 
     def count(self) -> None:
         """Refresh ``n_volumes`` and the shared ``x|y|z_dim`` (as :meth:`update_counters`)."""

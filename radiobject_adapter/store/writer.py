@@ -124,17 +124,9 @@ class StoreWriter:
                 if "collections" not in members:
                     grp.add("collections", name="collections", relative=True)
 
-    def ensure_collection(self, name: str) -> str:
-        """Create collection ``name`` (group, ``obs``, ``volumes``) if missing; return its URI.
-
-        Each piece is checked separately, so a collection whose creation was interrupted
-        (say, created but not yet registered) is completed rather than trusted.
-        """
-        if not name or "/" in name or name.startswith(("_", ".")):
-            raise ValueError(f"invalid collection name {name!r}")
-        uri = collection_uri(self.uri, name)
-        if name in self._ensured:
-            return uri
+    def _create_collection_parts(self, uri: str, name: str) -> None:
+        """Create the collection group at ``uri`` with its ``obs`` and ``volumes`` members and
+        counters, each piece only if missing (an interrupted creation is completed)."""
         self._create_once(uri, lambda: tiledb.Group.create(uri, ctx=self.ctx))
         obs_uri, vols_uri = join_uri(uri, "obs"), join_uri(uri, "volumes")
         self._create_once(obs_uri, lambda: create_dataframe(obs_uri, OBS_COLUMNS, ctx=self.ctx))
@@ -150,6 +142,19 @@ class StoreWriter:
                 grp.meta["name"] = name
                 if not has_meta:
                     grp.meta["n_volumes"] = 0
+
+    def ensure_collection(self, name: str) -> str:
+        """Create collection ``name`` (group, ``obs``, ``volumes``) if missing; return its URI.
+
+        Each piece is checked separately, so a collection whose creation was interrupted
+        (say, created but not yet registered) is completed rather than trusted.
+        """
+        if not name or "/" in name or name.startswith(("_", ".")):
+            raise ValueError(f"invalid collection name {name!r}")
+        uri = collection_uri(self.uri, name)
+        if name in self._ensured:
+            return uri
+        self._create_collection_parts(uri, name)
         collections = join_uri(self.uri, "collections")
         with tiledb.Group(collections, "r", ctx=self.ctx) as grp:
             registered = {m.name for m in grp}
