@@ -268,6 +268,8 @@ def ingest_dicoms(
                 tag_rows[sid] = _tag_rows(series, identifying_tags)
     finally:
         writer.close()
+    # volumes a killed run registered without their obs row: rows written back from metadata
+    report.repaired = {k: list(v) for k, v in writer.repaired.items()}
     writer.update_counters(list(sources))
     table = pd.DataFrame.from_dict(tag_rows, orient="index", dtype=str) if tag_rows else None
     if table is not None and user_table is not None:
