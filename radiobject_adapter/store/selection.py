@@ -17,7 +17,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SubjectSelection"]
+__all__ = ["CollectionSelection", "SubjectSelection", "sample_keys"]
+
+
+def sample_keys(keys: Sequence[str], n: int, seed: int | None) -> list[str]:
+    """``n`` of ``keys`` drawn without replacement (all if fewer), in their original order;
+    the same ``seed`` draws the same keys."""
+    if n < 0:
+        raise ValueError(f"sample size must be >= 0, got {n}")
+    picked = np.random.default_rng(seed).choice(len(keys), size=min(n, len(keys)), replace=False)
+    return [keys[i] for i in sorted(picked)]
 
 
 def _position(key: object, n: int) -> int:
@@ -110,6 +119,29 @@ class SubjectSelection:
         """The last ``n`` subjects."""
         return self.iloc[len(self.obs_subject_ids) - n :] if n else self.iloc[[]]
 
+    def sample(self, n: int = 5, seed: int | None = None) -> Any:
+        """``n`` subjects drawn at random (reproducible with ``seed``)."""
+        return self._with(subjects=sample_keys(self.obs_subject_ids, n, seed))
+
+    @property
+    def index(self) -> Any:
+        """:class:`~radiobject_adapter.indexing.Index` of :attr:`obs_subject_ids` (radiobject's)."""
+        from radiobject_adapter.indexing import Index
+
+        return Index.build(self.obs_subject_ids)
+
+    def lazy(self) -> Any:
+        """A :class:`~radiobject_adapter.query.Query` over these subjects (radiobject's call)."""
+        from radiobject_adapter.query import Query
+
+        return Query(self)
+
+    def validate(self) -> None:
+        """Check the store's invariants (:meth:`check`); ``ValueError`` listing what is wrong."""
+        report = self.check()  # type: ignore[attr-defined]
+        if not report.clean:
+            raise ValueError(f"store {self.uri!r} is not valid:\n{report.summary()}")
+
     def select_collections(self, names: Sequence[str]) -> Any:
         """The same subjects with only the collections ``names``."""
         names = [names] if isinstance(names, str) else list(names)
@@ -138,3 +170,26 @@ class SubjectSelection:
 
         meta = pd.DataFrame(self.obs_meta)  # type: ignore[attr-defined]
         return meta[meta["obs_subject_id"] == obs_subject_id].reset_index(drop=True)
+
+
+class CollectionSelection:
+    """Mixin of :class:`VolumeCollection`: radiobject's ``sample``, ``index`` and ``lazy``."""
+
+    obs_ids: list[str]
+
+    def sample(self, n: int = 5, seed: int | None = None) -> Any:
+        """``n`` volumes drawn at random (reproducible with ``seed``), as a restricted collection."""
+        return self._view(sample_keys(self.obs_ids, n, seed))  # type: ignore[attr-defined]
+
+    @property
+    def index(self) -> Any:
+        """:class:`~radiobject_adapter.indexing.Index` of :attr:`obs_ids` (radiobject's)."""
+        from radiobject_adapter.indexing import Index
+
+        return Index.build(self.obs_ids)
+
+    def lazy(self) -> Any:
+        """A :class:`~radiobject_adapter.query.CollectionQuery` over these volumes."""
+        from radiobject_adapter.query import CollectionQuery
+
+        return CollectionQuery(self)
