@@ -109,11 +109,11 @@ def niftis_to_images(
             raise ValueError("images dict cannot be empty; pass e.g. images={'CT': 'imagesTr/'}")
         return dict(images)
     if niftis is not None and image_dir is not None:
-        raise ValueError("give niftis= or image_dir=, not both")
+        raise ValueError("Cannot specify both niftis= and image_dir=; give one")
     if image_dir is not None:
         niftis = [(p, subject_id_from_path(p)) for p in discover_files(image_dir)]
     if niftis is None:
-        raise ValueError("give images={collection: files}, niftis=[(path, subject_id), ...] or image_dir=...")
+        raise ValueError("Must specify images={collection: files}, niftis=[(path, subject_id), ...] or image_dir=...")
     pairs = [(os.fspath(p), str(s)) for p, s in niftis]
     if not pairs:
         raise ValueError("No NIfTI files found: niftis is empty; give [(path, subject_id), ...]")

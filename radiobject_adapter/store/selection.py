@@ -162,7 +162,7 @@ class SubjectSelection:
             col = self.collection(name)  # type: ignore[attr-defined]
             if obs_id in col.obs_ids:
                 return col.loc[obs_id]
-        raise KeyError(f"no volume with obs_id {obs_id!r} in {self.uri!r}")
+        raise KeyError(f"obs_id {obs_id!r} not found in any collection of {self.uri!r}")
 
     def get_obs_row_by_obs_subject_id(self, obs_subject_id: str) -> Any:
         """The subject-table row of one subject (radiobject's call)."""
