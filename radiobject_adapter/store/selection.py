@@ -119,6 +119,14 @@ class SubjectSelection:
         """The last ``n`` subjects."""
         return self.iloc[len(self.obs_subject_ids) - n :] if n else self.iloc[[]]
 
+    @classmethod
+    def _create(cls, uri: str, obs_meta_schema: Any = None, ctx: Any = None) -> Any:
+        """An empty store at ``uri`` (radiobject's call; see :mod:`radiobject_adapter.store.empty`)."""
+        from radiobject_adapter.store.empty import create_empty_store
+
+        create_empty_store(uri, obs_meta_schema, ctx=ctx)
+        return cls(uri, ctx)  # type: ignore[call-arg]
+
     def sample(self, n: int = 5, seed: int | None = None) -> Any:
         """``n`` subjects drawn at random (reproducible with ``seed``)."""
         return self._with(subjects=sample_keys(self.obs_subject_ids, n, seed))
@@ -135,6 +143,11 @@ class SubjectSelection:
         from radiobject_adapter.query import Query
 
         return Query(self)
+
+    def materialize(self, uri: str, streaming: bool = True, ctx: Any = None) -> Any:
+        """A new store at ``uri`` holding a copy of this selection (radiobject's call; see
+        :meth:`radiobject_adapter.query.Query.materialize`)."""
+        return self.lazy().materialize(uri, streaming=streaming, ctx=ctx)
 
     def validate(self) -> None:
         """Check the store's invariants (:meth:`check`); ``ValueError`` listing what is wrong."""
@@ -177,6 +190,16 @@ class CollectionSelection:
 
     obs_ids: list[str]
 
+    @classmethod
+    def _create(
+        cls, uri: str, shape: Sequence[int], obs_schema: Any = None, name: str | None = None, ctx: Any = None
+    ) -> Any:
+        """An empty collection at ``uri`` with a declared ``shape`` (radiobject's call)."""
+        from radiobject_adapter.store.empty import create_empty_collection
+
+        create_empty_collection(uri, shape, obs_schema, name=name, ctx=ctx)
+        return cls(uri, ctx, name=name)  # type: ignore[call-arg]
+
     def sample(self, n: int = 5, seed: int | None = None) -> Any:
         """``n`` volumes drawn at random (reproducible with ``seed``), as a restricted collection."""
         return self._view(sample_keys(self.obs_ids, n, seed))  # type: ignore[attr-defined]
@@ -193,3 +216,12 @@ class CollectionSelection:
         from radiobject_adapter.query import CollectionQuery
 
         return CollectionQuery(self)
+
+    def map(self, fn: Any) -> Any:
+        """A :class:`~radiobject_adapter.query.CollectionQuery` applying ``fn`` to each
+        volume's voxels when materialised (radiobject's ``collection.map(fn).materialize(uri)``)."""
+        return self.lazy().map(fn)
+
+    def materialize(self, uri: str, name: str | None = None, ctx: Any = None) -> Any:
+        """A new collection at ``uri`` holding a copy of these volumes."""
+        return self.lazy().materialize(uri, name=name, ctx=ctx)
