@@ -52,7 +52,7 @@ __all__ = [
 SERIES_TYPES = (
     *("T1w", "T2w", "T1rho", "T1map", "T2map", "T2star", "FLAIR", "FLASH", "PD", "PDmap", "PDT2"),
     *("inplaneT1", "inplaneT2", "angio", "T1gd", "bold", "cbv", "phase", "dwi", "CT", "HRCT", "CTA"),
-    *("CTPA", "phasediff", "magnitude", "fieldmap", "epi", "PET", "seg", "mask", "label"),
+    *("CTPA", "phasediff", "magnitude", "fieldmap", "epi", "asl", "m0scan", "PET", "seg", "mask", "label"),
 )
 # Name fragments (upper case), most specific first: T1GD before T1, MSD task names are CT.
 _PATTERNS = (
@@ -308,6 +308,14 @@ def write_collection(
     volume's voxels through ``transform`` if given; volumes already there (same obs_id) are
     skipped, so a re-run completes an interrupted copy."""
     present = writer.existing_obs_ids(name) if not isinstance(writer, CollectionWriter) else _present(writer)
+    if obs_rows:  # user columns (age, diagnosis...) become obs columns, never dropped
+        from radiobject_adapter.store.dataframe import column_dtype
+        from radiobject_adapter.store.empty import add_columns
+
+        table = pd.DataFrame(list(obs_rows.values()))
+        extra = [c for c in table.columns if c not in ("obs_id", "obs_subject_id")]
+        obs_uri = join_uri(writer.ensure_collection(name), "obs")
+        add_columns(obs_uri, {c: column_dtype(table[c]) for c in extra}, ctx=writer.ctx)
     written = []
     for obs_id, vol in volumes:
         if obs_id in present:

@@ -171,3 +171,14 @@ def test_threading_names_of_radiobject_ctx() -> None:
     cfg = RadiObjectConfig(io=IOConfig(concurrency=3))
     assert cfg.to_tiledb_ctx().config()["sm.compute_concurrency_level"] == "3"
     assert create_worker_ctx() is not create_worker_ctx()
+
+
+def test_user_obs_columns_survive_building_and_copying(tmp_path: Path) -> None:
+    vols = [(f"s{i}_CT", Volume.from_numpy(str(tmp_path / f"v{i}"), np.zeros(SHAPE, np.float32))) for i in range(2)]
+    obs = pd.DataFrame(
+        {"obs_id": ["s0_CT", "s1_CT"], "obs_subject_id": ["s0", "s1"], "age": [45, 52], "dx": ["a", "b"]}
+    )
+    col = VolumeCollection.from_volumes(str(tmp_path / "ct"), vols, obs_data=obs, name="CT")
+    assert col.get_obs_row_by_obs_id("s1_CT")[["age", "dx"]].values.tolist() == [[52, "b"]]
+    copy = RadiObject.from_collections(str(tmp_path / "store"), {"CT": col})
+    assert list(copy.CT.obs["age"]) == [45, 52] and list(copy.CT.obs["dx"]) == ["a", "b"]
