@@ -182,3 +182,11 @@ def test_user_obs_columns_survive_building_and_copying(tmp_path: Path) -> None:
     assert col.get_obs_row_by_obs_id("s1_CT")[["age", "dx"]].values.tolist() == [[52, "b"]]
     copy = RadiObject.from_collections(str(tmp_path / "store"), {"CT": col})
     assert list(copy.CT.obs["age"]) == [45, 52] and list(copy.CT.obs["dx"]) == ["a", "b"]
+
+
+def test_planes_of_a_4d_volume_take_a_time_point(tmp_path: Path) -> None:
+    data = np.random.default_rng(0).random((*SHAPE, 3)).astype(np.float32)
+    vol = Volume.from_numpy(str(tmp_path / "v4"), data)
+    np.testing.assert_array_equal(vol.axial(2, t=1), data[:, :, 2, 1])
+    np.testing.assert_array_equal(vol.sagittal(3, t=2), data[3, :, :, 2])
+    np.testing.assert_array_equal(vol.coronal(4, t=0), data[:, 4, :, 0])
