@@ -30,6 +30,8 @@ _HOMES: dict[str, str] = {
     "ctx_for_threads": "radiobject_adapter.config",
     "get_tiledb_config": "radiobject_adapter.config",
     "get_tiledb_ctx": "radiobject_adapter.config",
+    "get_config": "radiobject_adapter.ctx",
+    "Dataframe": "radiobject_adapter.dataframe",
     "DatasetConfig": "radiobject_adapter.data.config",
     "LoadingMode": "radiobject_adapter.data.config",
     "SegmentationDataset": "radiobject_adapter.data.datasets",
@@ -73,6 +75,7 @@ if TYPE_CHECKING:  # static tools see the names; the interpreter imports them on
         get_tiledb_config,
         get_tiledb_ctx,
     )
+    from radiobject_adapter.ctx import get_config
     from radiobject_adapter.data import (
         DatasetConfig,
         LoadingMode,
@@ -85,6 +88,7 @@ if TYPE_CHECKING:  # static tools see the names; the interpreter imports them on
         create_training_dataloader,
         create_validation_dataloader,
     )
+    from radiobject_adapter.dataframe import Dataframe
     from radiobject_adapter.reader import TileDBReader
     from radiobject_adapter.stats import CacheStats, S3Stats, TileDBStats
     from radiobject_adapter.store.collection import VolumeCollection
@@ -119,6 +123,7 @@ __version__ = "0.1.0"
 __all__ = [
     "FORMAT_VERSION",
     "CacheStats",
+    "Dataframe",
     "DatasetConfig",
     "FormatVersionError",
     "IngestError",
@@ -149,6 +154,7 @@ __all__ = [
     "create_validation_dataloader",
     "ctx_for_process",
     "ctx_for_threads",
+    "get_config",
     "get_tiledb_config",
     "get_tiledb_ctx",
     "ingest_niftis",

@@ -220,6 +220,25 @@ class _Settings:
     s3: S3Config = S3Config()
     extra: Mapping[str, str] = field(default_factory=dict)
 
+    # radiobject's RadiObjectConfig reads (radiobject_adapter.ctx.get_config returns this)
+    @property
+    def io(self) -> ReadConfig:
+        """radiobject's older name for :attr:`read`."""
+        return self.read
+
+    @property
+    def tile(self) -> Any:
+        """radiobject's older name for ``write.tile``."""
+        return self.write.tile
+
+    def to_tiledb_config(self) -> tiledb.Config:
+        """The ``tiledb.Config`` of these settings."""
+        return tiledb_config(self)
+
+    def to_tiledb_ctx(self) -> tiledb.Ctx:
+        """A new ``tiledb.Ctx`` of these settings (for threads of this process only)."""
+        return tiledb.Ctx(tiledb_config(self))
+
 
 class _ProcessState:
     """Contexts and open arrays owned by one process."""
@@ -302,6 +321,7 @@ def configure(
     write: WriteConfig | None = None,
     extra: Mapping[str, str] | None = None,
     tile: Any = None,
+    io: ReadConfig | None = None,
 ) -> None:
     """Change settings for this process; contexts and open arrays are rebuilt lazily.
 
@@ -310,6 +330,10 @@ def configure(
         ...                       use_virtual_addressing=False))
     """
     global _settings
+    if io is not None:  # radiobject's older name for read=
+        if read is not None:
+            raise ValueError("give read= or its older name io=, not both")
+        read = io
     if tile is not None:  # radiobject's configure(tile=TileConfig(...))
         write = replace(write or _settings.write, tile=tile)
     _settings = replace(

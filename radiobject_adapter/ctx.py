@@ -11,8 +11,11 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+import types
+from dataclasses import dataclass, replace
 from enum import Enum
+from typing import Any
 
 import tiledb
 
@@ -20,6 +23,7 @@ from radiobject_adapter.config import (
     ReadConfig,
     S3Config,
     WriteConfig,
+    _Settings,
     configure,
     ctx_for_process,
     ctx_for_threads,
@@ -30,6 +34,8 @@ from radiobject_adapter.config import (
 )
 
 __all__ = [
+    "IOConfig",
+    "RadiObjectConfig",
     "ReadConfig",
     "S3Config",
     "SliceOrientation",
@@ -58,9 +64,30 @@ def get_radiobject_config():
     return current_settings()
 
 
-def get_config() -> WriteConfig:
-    """radiobject 0.1.1's ``get_config()``: the write settings."""
-    return current_settings().write
+def get_config() -> Any:
+    """radiobject's ``get_config()``: the settings in force (``.read`` / ``.io``, ``.write``,
+    ``.s3``, ``.to_tiledb_ctx()``), as :func:`RadiObjectConfig` makes them."""
+    return current_settings()
+
+
+IOConfig = ReadConfig  # radiobject's older name: IOConfig(max_workers=..., concurrency=...)
+
+
+def RadiObjectConfig(  # radiobject's class name; ours returns a frozen settings record
+    read: ReadConfig | None = None,
+    write: WriteConfig | None = None,
+    s3: S3Config | None = None,
+    io: ReadConfig | None = None,
+) -> Any:
+    """radiobject's settings object: ``RadiObjectConfig(io=IOConfig(concurrency=4))``; its
+    ``to_tiledb_ctx()`` gives a context of these settings without changing the process's.
+
+    Example:
+        >>> cfg = RadiObjectConfig(read=ReadConfig(concurrency=4))
+        >>> Volume.from_numpy("v", data, ctx=cfg.to_tiledb_ctx())
+    """
+    base = _Settings()
+    return replace(base, read=read or io or base.read, write=write or base.write, s3=s3 or base.s3)
 
 
 def reset_radiobject_config() -> None:
@@ -101,3 +128,15 @@ class TileConfig:
         if strategy == "isotropic":
             return Tiling(strategy, (self.x or 64, self.y or 64, self.z or 64))
         return Tiling(strategy)
+
+
+class _CallableModule(types.ModuleType):
+    """radiobject's package exports a function ``ctx`` where ours has this module: calling the
+    module (``from radiobject_adapter import ctx; ctx()``) gives the context, as radiobject's
+    does, and ``radiobject_adapter.ctx.configure`` keeps working."""
+
+    def __call__(self) -> tiledb.Ctx:
+        return get_tiledb_ctx()
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -14,7 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from radiobject_adapter.config import ctx_for_process, ctx_for_threads, current_settings
+import tiledb
+
+from radiobject_adapter.config import ctx_for_process, ctx_for_threads, current_settings, get_tiledb_config
 
 __all__ = ["WriteResult", "create_worker_ctx", "ctx_for_process", "ctx_for_threads", "map_on_threads"]
 
@@ -22,9 +24,11 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def create_worker_ctx(base_ctx=None):
-    """radiobject 0.1.1's name for :func:`ctx_for_process`: a context for a worker process."""
-    return ctx_for_process(base_ctx)
+def create_worker_ctx(base_ctx: tiledb.Ctx | None = None) -> tiledb.Ctx:
+    """A new context for one worker (thread or process), as radiobject's: with ``base_ctx``'s
+    configuration, else the current settings'. Every call makes a new one (each owns thread
+    pools: make one per worker, not per read)."""
+    return tiledb.Ctx(base_ctx.config() if base_ctx is not None else get_tiledb_config())
 
 
 @dataclass(frozen=True)

@@ -302,17 +302,17 @@ class Volume:
         """``(counts, bin_edges)`` of the voxel values (radiobject's call)."""
         return np.histogram(self.to_numpy().ravel(), bins=bins, range=value_range)
 
-    def axial(self, z: int) -> np.ndarray:
-        """Axial plane ``z`` as an (X, Y) array."""
-        return self[:, :, z]
+    def axial(self, z: int, t: int | None = None) -> np.ndarray:
+        """Axial plane ``z`` as an (X, Y) array (of time point / channel ``t`` of a 4D volume)."""
+        return self[:, :, z] if t is None else self[:, :, z, t]
 
-    def sagittal(self, x: int) -> np.ndarray:
-        """Sagittal plane ``x`` as a (Y, Z) array."""
-        return self[x, :, :]
+    def sagittal(self, x: int, t: int | None = None) -> np.ndarray:
+        """Sagittal plane ``x`` as a (Y, Z) array (of ``t`` of a 4D volume)."""
+        return self[x, :, :] if t is None else self[x, :, :, t]
 
-    def coronal(self, y: int) -> np.ndarray:
-        """Coronal plane ``y`` as an (X, Z) array."""
-        return self[:, y, :]
+    def coronal(self, y: int, t: int | None = None) -> np.ndarray:
+        """Coronal plane ``y`` as an (X, Z) array (of ``t`` of a 4D volume)."""
+        return self[:, y, :] if t is None else self[:, y, :, t]
 
     def plane(self, axis: int | str, index: int) -> np.ndarray:
         """Plane by axis (0/``"sagittal"``, 1/``"coronal"``, 2/``"axial"``)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from radiobject_adapter.store.naming import discover_files, subject_id_from_path
 from radiobject_adapter.store.writer import StoreWriter
 
 __all__ = [
+    "SERIES_TYPES",
     "CollectionWriter",
     "append_niftis",
     "copy_collections",
@@ -46,9 +47,20 @@ __all__ = [
     "write_volume_array",
 ]
 
-# BIDS suffixes and scanner names radiobject groups files by (its ``infer_series_type``).
-_SERIES = ("T1w", "T2w", "T1gd", "FLAIR", "T2star", "PD", "DWI", "bold", "CT", "PET", "seg", "mask", "label")
-_PATTERNS = (("FLAIR", "FLAIR"), ("T1GD", "T1gd"), ("T1", "T1w"), ("T2", "T2w"), ("DWI", "DWI"), ("CT", "CT"))
+# BIDS suffixes and scanner names radiobject groups files by (its ``infer_series_type`` and
+# ``KNOWN_SERIES_TYPES``): a file's last ``_`` part is matched against SERIES_TYPES first.
+SERIES_TYPES = (
+    *("T1w", "T2w", "T1rho", "T1map", "T2map", "T2star", "FLAIR", "FLASH", "PD", "PDmap", "PDT2"),
+    *("inplaneT1", "inplaneT2", "angio", "T1gd", "bold", "cbv", "phase", "dwi", "CT", "HRCT", "CTA"),
+    *("CTPA", "phasediff", "magnitude", "fieldmap", "epi", "asl", "m0scan", "PET", "seg", "mask", "label"),
+)
+# Name fragments (upper case), most specific first: T1GD before T1, MSD task names are CT.
+_PATTERNS = (
+    *(("T1GD", "T1gd"), ("T1CE", "T1gd"), ("T1C", "T1gd"), ("T1", "T1w"), ("T2", "T2w")),
+    *(("FLAIR", "FLAIR"), ("DWI", "dwi"), ("DTI", "dwi"), ("BOLD", "bold"), ("FUNC", "bold")),
+    *(("LUNG_", "CT"), ("LIVER_", "CT"), ("COLON_", "CT"), ("PANCREAS_", "CT"), ("SPLEEN_", "CT")),
+    *(("HEPATIC", "CT"), ("_CT_", "CT"), ("_CT.", "CT")),
+)
 
 
 def infer_series_type(path: str | os.PathLike) -> str:
@@ -61,10 +73,10 @@ def infer_series_type(path: str | os.PathLike) -> str:
     name = os.path.basename(os.fspath(path))
     stem = re.sub(r"\.(nii(\.gz)?|tiff?)$", "", name, flags=re.IGNORECASE)
     suffix = stem.split("_")[-1]
-    for known in _SERIES:
+    for known in SERIES_TYPES:
         if known.lower() == suffix.lower():
             return known
-    upper = stem.upper()
+    upper = name.upper()
     for pattern, series in _PATTERNS:
         if pattern in upper:
             return series
@@ -92,17 +104,19 @@ def niftis_to_images(
     """
     if images is not None:
         if niftis is not None or image_dir is not None or collection_name is not None:
-            raise ValueError("give images={...} or the older niftis= / image_dir= / collection_name=, not both")
+            raise ValueError("Cannot use 'images' with legacy niftis= / image_dir= / collection_name=; give one form")
         if not images:
-            raise ValueError("images is empty; pass e.g. images={'CT': 'imagesTr/'}")
+            raise ValueError("images dict cannot be empty; pass e.g. images={'CT': 'imagesTr/'}")
         return dict(images)
     if niftis is not None and image_dir is not None:
-        raise ValueError("give niftis= or image_dir=, not both")
+        raise ValueError("Cannot specify both niftis= and image_dir=; give one")
     if image_dir is not None:
         niftis = [(p, subject_id_from_path(p)) for p in discover_files(image_dir)]
     if niftis is None:
-        raise ValueError("give images={collection: files}, niftis=[(path, subject_id), ...] or image_dir=...")
+        raise ValueError("Must specify images={collection: files}, niftis=[(path, subject_id), ...] or image_dir=...")
     pairs = [(os.fspath(p), str(s)) for p, s in niftis]
+    if not pairs:
+        raise ValueError("No NIfTI files found: niftis is empty; give [(path, subject_id), ...]")
     if collection_name:
         return {collection_name: pairs}
     grouped: dict[str, list[tuple[str, str]]] = {}
@@ -122,7 +136,21 @@ def ingest_nifti_forms(uri: str, images: Mapping[str, Any] | None, kwargs: dict[
         raise ValueError("reorient=True is not supported: volumes are stored as given, with their affine")
     if kwargs.pop("validate_alignment", False):
         _check_alignment(images)
+    if isinstance(kwargs.get("obs_meta"), pd.DataFrame) and "obs_subject_id" in kwargs["obs_meta"].columns:
+        _check_subjects_in_table(images, kwargs["obs_meta"])
     return ingest_niftis(uri, images, **{"progress": False, **kwargs})
+
+
+def _check_subjects_in_table(images: Mapping[str, Any], obs_meta: pd.DataFrame) -> None:
+    """radiobject's foreign-key rule: every subject of ``images`` has a row in ``obs_meta``."""
+    from radiobject_adapter.store.ingest import _files_and_subjects
+
+    given = {sid for spec in images.values() for _, sid in _files_and_subjects(spec, None)}
+    missing = sorted(given - set(obs_meta["obs_subject_id"].astype(str)))
+    if missing:
+        raise ValueError(
+            f"obs_subject_ids {missing[:5]} not found in obs_meta; add a row for each subject of the images"
+        )
 
 
 def _check_alignment(images: Mapping[str, Any]) -> None:
@@ -133,7 +161,7 @@ def _check_alignment(images: Mapping[str, Any]) -> None:
     for name, other in sets.items():
         if other != ids:
             raise ValueError(
-                f"subjects differ between {first!r} and {name!r}: only in {first!r}: {sorted(ids - other)[:3]}, "
+                f"Subject ID mismatch: subjects differ between {first!r} and {name!r}: only in {first!r}: {sorted(ids - other)[:3]}, "
                 f"only in {name!r}: {sorted(other - ids)[:3]}"
             )
 
@@ -256,15 +284,27 @@ def write_collection(
     volumes: Sequence[tuple[str, Any]],
     subject_of: Mapping[str, str],
     obs_rows: Mapping[str, Mapping[str, Any]] | None = None,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[str]:
-    """Copy ``(obs_id, Volume)`` pairs into collection ``name`` of ``writer``'s target;
-    volumes already there (same obs_id) are skipped, so a re-run completes an interrupted copy."""
+    """Copy ``(obs_id, Volume)`` pairs into collection ``name`` of ``writer``'s target, each
+    volume's voxels through ``transform`` if given; volumes already there (same obs_id) are
+    skipped, so a re-run completes an interrupted copy."""
     present = writer.existing_obs_ids(name) if not isinstance(writer, CollectionWriter) else _present(writer)
+    if obs_rows:  # user columns (age, diagnosis...) become obs columns, never dropped
+        from radiobject_adapter.store.dataframe import column_dtype
+        from radiobject_adapter.store.empty import add_columns
+
+        table = pd.DataFrame(list(obs_rows.values()))
+        extra = [c for c in table.columns if c not in ("obs_id", "obs_subject_id")]
+        obs_uri = join_uri(writer.ensure_collection(name), "obs")
+        add_columns(obs_uri, {c: column_dtype(table[c]) for c in extra}, ctx=writer.ctx)
     written = []
     for obs_id, vol in volumes:
         if obs_id in present:
             continue
         data, affine, meta = _volume_source(vol)
+        if transform is not None:
+            data = np.ascontiguousarray(transform(data))
         row = {"series_type": name, "dimensions": str(tuple(int(n) for n in data.shape[:3]))}
         row.update({k: v for k, v in (obs_rows or {}).get(obs_id, {}).items() if k not in ("obs_id", "obs_subject_id")})
         writer.write_volume(name, subject_of[obs_id], obs_id, data, affine, meta=meta, obs_row=row)
@@ -300,9 +340,11 @@ def copy_collections(
     collections: Mapping[str, Any],
     obs_meta: pd.DataFrame | None = None,
     ctx: tiledb.Ctx | None = None,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> None:
     """Write a store at ``uri`` holding a copy of each collection (``{name: VolumeCollection
-    or its URI}``) and the subject table ``obs_meta`` (default: the collections' subjects)."""
+    or its URI}``; a restricted collection copies its volumes only), voxels through
+    ``transform`` if given, and the subject table ``obs_meta`` (default: the collections' subjects)."""
     from radiobject_adapter.store.collection import VolumeCollection
     from radiobject_adapter.store.ingest import _write_subject_table, load_subject_table
 
@@ -319,7 +361,7 @@ def copy_collections(
             obs = col.obs
             rows = {str(r["obs_id"]): dict(r) for r in obs.to_dict("records")}
             subject_of = dict(zip(col.obs_ids, col.subject_ids))
-            write_collection(writer, name, vols, subject_of, rows)
+            write_collection(writer, name, vols, subject_of, rows, transform)
             subjects.update(subject_of.values())
     finally:
         writer.close()

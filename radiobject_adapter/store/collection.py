@@ -14,6 +14,7 @@ import tiledb
 from radiobject_adapter.config import ctx_for_threads, current_settings, with_retries
 from radiobject_adapter.store.dataframe import read_dataframe
 from radiobject_adapter.store.layout import join_uri
+from radiobject_adapter.store.selection import CollectionSelection
 from radiobject_adapter.store.table import Table
 from radiobject_adapter.volume import Volume
 
@@ -59,7 +60,7 @@ class _Locator:
         return c._volume_for_obs_id(key)
 
 
-class VolumeCollection:
+class VolumeCollection(CollectionSelection):
     """Volumes of one collection, addressed by ``obs_id``, subject id or position.
 
     Positions follow the sorted ``obs_id`` order. Each volume is found through the
@@ -131,7 +132,9 @@ class VolumeCollection:
             raise ValueError("At least one volume is required: give [(obs_id, Volume), ...]")
         shapes = {tuple(v.shape[:3]) for _, v in volumes}
         if validate_dimensions and len(shapes) > 1:
-            raise ValueError(f"volumes differ in shape {sorted(shapes)}; pass validate_dimensions=False to allow it")
+            raise ValueError(
+                f"Dimension mismatch: volumes differ in shape {sorted(shapes)}; pass validate_dimensions=False"
+            )
         rows = {str(r["obs_id"]): r for r in obs_data.to_dict("records")} if obs_data is not None else None
         writer = CollectionWriter(uri, tiling=builder_tiling(), ctx=ctx)
         try:
@@ -153,10 +156,12 @@ class VolumeCollection:
         name: str | None = None,
         ctx: tiledb.Ctx | None = None,
         progress: bool = False,
+        valid_subject_ids: Iterable[str] | None = None,
     ) -> VolumeCollection:
         """A collection at ``uri`` from ``[(nifti_path, subject_id), ...]`` (radiobject's call);
         ``validate_dimensions`` requires one shape for all; ``reorient=True`` turns each to the
-        closest canonical (RAS+) orientation.
+        closest canonical (RAS+) orientation; ``valid_subject_ids`` (e.g. the store's subject
+        table) refuses any other subject before anything is written.
 
         Example:
             >>> VolumeCollection.from_niftis("ct", [("a.nii.gz", "sub-01")], name="CT")
@@ -167,11 +172,17 @@ class VolumeCollection:
         name = name or uri.rsplit("/", 1)[-1]
         pairs = [(str(p), str(s)) for p, s in niftis]
         if not pairs:
-            raise ValueError("niftis is empty; give [(path, subject_id), ...]")
+            raise ValueError("At least one NIfTI is required: niftis is empty; give [(path, subject_id), ...]")
+        if valid_subject_ids is not None:
+            invalid = sorted({s for _, s in pairs} - set(valid_subject_ids))
+            if invalid:
+                raise ValueError(f"Invalid obs_subject_ids {invalid[:5]}: not in valid_subject_ids")
         loaded = [load_for_build(p, reorient) for p, _ in pairs]
         shapes = {v.data.shape[:3] for v in loaded}
         if validate_dimensions and len(shapes) > 1:
-            raise ValueError(f"volumes differ in shape {sorted(shapes)}; pass validate_dimensions=False to allow it")
+            raise ValueError(
+                f"Dimension mismatch: volumes differ in shape {sorted(shapes)}; pass validate_dimensions=False"
+            )
         writer = CollectionWriter(uri, tiling=builder_tiling(), ctx=ctx)
         try:
             for (_path, sid), vol in zip(pairs, loaded):

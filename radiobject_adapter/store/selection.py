@@ -17,7 +17,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SubjectSelection"]
+__all__ = ["CollectionSelection", "SubjectSelection", "sample_keys"]
+
+
+def sample_keys(keys: Sequence[str], n: int, seed: int | None) -> list[str]:
+    """``n`` of ``keys`` drawn without replacement (all if fewer), in their original order;
+    the same ``seed`` draws the same keys."""
+    if n < 0:
+        raise ValueError(f"sample size must be >= 0, got {n}")
+    picked = np.random.default_rng(seed).choice(len(keys), size=min(n, len(keys)), replace=False)
+    return [keys[i] for i in sorted(picked)]
 
 
 def _position(key: object, n: int) -> int:
@@ -110,6 +119,42 @@ class SubjectSelection:
         """The last ``n`` subjects."""
         return self.iloc[len(self.obs_subject_ids) - n :] if n else self.iloc[[]]
 
+    @classmethod
+    def _create(cls, uri: str, obs_meta_schema: Any = None, ctx: Any = None) -> Any:
+        """An empty store at ``uri`` (radiobject's call; see :mod:`radiobject_adapter.store.empty`)."""
+        from radiobject_adapter.store.empty import create_empty_store
+
+        create_empty_store(uri, obs_meta_schema, ctx=ctx)
+        return cls(uri, ctx)  # type: ignore[call-arg]
+
+    def sample(self, n: int = 5, seed: int | None = None) -> Any:
+        """``n`` subjects drawn at random (reproducible with ``seed``)."""
+        return self._with(subjects=sample_keys(self.obs_subject_ids, n, seed))
+
+    @property
+    def index(self) -> Any:
+        """:class:`~radiobject_adapter.indexing.Index` of :attr:`obs_subject_ids` (radiobject's)."""
+        from radiobject_adapter.indexing import Index
+
+        return Index.build(self.obs_subject_ids)
+
+    def lazy(self) -> Any:
+        """A :class:`~radiobject_adapter.query.Query` over these subjects (radiobject's call)."""
+        from radiobject_adapter.query import Query
+
+        return Query(self)
+
+    def materialize(self, uri: str, streaming: bool = True, ctx: Any = None) -> Any:
+        """A new store at ``uri`` holding a copy of this selection (radiobject's call; see
+        :meth:`radiobject_adapter.query.Query.materialize`)."""
+        return self.lazy().materialize(uri, streaming=streaming, ctx=ctx)
+
+    def validate(self) -> None:
+        """Check the store's invariants (:meth:`check`); ``ValueError`` listing what is wrong."""
+        report = self.check()  # type: ignore[attr-defined]
+        if not report.clean:
+            raise ValueError(f"store {self.uri!r} is not valid:\n{report.summary()}")
+
     def select_collections(self, names: Sequence[str]) -> Any:
         """The same subjects with only the collections ``names``."""
         names = [names] if isinstance(names, str) else list(names)
@@ -130,7 +175,7 @@ class SubjectSelection:
             col = self.collection(name)  # type: ignore[attr-defined]
             if obs_id in col.obs_ids:
                 return col.loc[obs_id]
-        raise KeyError(f"no volume with obs_id {obs_id!r} in {self.uri!r}")
+        raise KeyError(f"obs_id {obs_id!r} not found in any collection of {self.uri!r}")
 
     def get_obs_row_by_obs_subject_id(self, obs_subject_id: str) -> Any:
         """The subject-table row of one subject (radiobject's call)."""
@@ -138,3 +183,45 @@ class SubjectSelection:
 
         meta = pd.DataFrame(self.obs_meta)  # type: ignore[attr-defined]
         return meta[meta["obs_subject_id"] == obs_subject_id].reset_index(drop=True)
+
+
+class CollectionSelection:
+    """Mixin of :class:`VolumeCollection`: radiobject's ``sample``, ``index`` and ``lazy``."""
+
+    obs_ids: list[str]
+
+    @classmethod
+    def _create(
+        cls, uri: str, shape: Sequence[int], obs_schema: Any = None, name: str | None = None, ctx: Any = None
+    ) -> Any:
+        """An empty collection at ``uri`` with a declared ``shape`` (radiobject's call)."""
+        from radiobject_adapter.store.empty import create_empty_collection
+
+        create_empty_collection(uri, shape, obs_schema, name=name, ctx=ctx)
+        return cls(uri, ctx, name=name)  # type: ignore[call-arg]
+
+    def sample(self, n: int = 5, seed: int | None = None) -> Any:
+        """``n`` volumes drawn at random (reproducible with ``seed``), as a restricted collection."""
+        return self._view(sample_keys(self.obs_ids, n, seed))  # type: ignore[attr-defined]
+
+    @property
+    def index(self) -> Any:
+        """:class:`~radiobject_adapter.indexing.Index` of :attr:`obs_ids` (radiobject's)."""
+        from radiobject_adapter.indexing import Index
+
+        return Index.build(self.obs_ids)
+
+    def lazy(self) -> Any:
+        """A :class:`~radiobject_adapter.query.CollectionQuery` over these volumes."""
+        from radiobject_adapter.query import CollectionQuery
+
+        return CollectionQuery(self)
+
+    def map(self, fn: Any) -> Any:
+        """A :class:`~radiobject_adapter.query.CollectionQuery` applying ``fn`` to each
+        volume's voxels when materialised (radiobject's ``collection.map(fn).materialize(uri)``)."""
+        return self.lazy().map(fn)
+
+    def materialize(self, uri: str, name: str | None = None, ctx: Any = None) -> Any:
+        """A new collection at ``uri`` holding a copy of these volumes."""
+        return self.lazy().materialize(uri, name=name, ctx=ctx)

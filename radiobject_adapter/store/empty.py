@@ -1,0 +1,89 @@
+"""Empty stores and collections (radiobject's ``RadiObject._create`` / ``VolumeCollection._create``):
+the groups, the ``obs`` / ``obs_meta`` tables with extra typed columns, and for a collection
+its declared shape, ready for volumes written later by the store writer.
+
+Example:
+    >>> create_empty_store("store", obs_meta_schema={"age": np.int32})
+    >>> create_empty_collection("ct", shape=(512, 512, 300), obs_schema={"kvp": np.float32})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tiledb
+
+from radiobject_adapter.store.layout import INDEX_COLUMNS, compression_filters, join_uri
+
+__all__ = ["add_columns", "create_empty_collection", "create_empty_store"]
+
+
+def _attr_type(dtype: Any) -> np.dtype | type:
+    """A column type for TileDB: numbers as given, text (``str``, ``U64``, object) as text."""
+    if dtype in (str, object):
+        return str
+    dt = np.dtype(dtype)
+    return str if dt.kind in "USO" else dt
+
+
+def add_columns(uri: str, schema: Mapping[str, Any], ctx: tiledb.Ctx | None = None) -> None:
+    """Add typed columns to the TileDB dataframe at ``uri`` (a schema evolution: rows already
+    there read as empty/zero in them); columns it has already are left as they are."""
+    with tiledb.open(uri, "r", ctx=ctx) as arr:
+        have = {arr.schema.attr(i).name for i in range(arr.schema.nattr)}
+    reserved = [c for c in schema if c in INDEX_COLUMNS]
+    if reserved:
+        raise ValueError(f"column(s) {reserved} conflict with index column names {list(INDEX_COLUMNS)}")
+    new = {c: _attr_type(t) for c, t in schema.items() if c not in have}
+    if not new:
+        return
+    evolution = tiledb.ArraySchemaEvolution(ctx)
+    for name, dtype in new.items():
+        filters = compression_filters("zstd", 3)
+        evolution.add_attribute(tiledb.Attr(name=name, dtype=dtype, var=dtype is str, filters=filters, ctx=ctx))
+    evolution.array_evolve(uri)
+
+
+def create_empty_store(
+    uri: str, obs_meta_schema: Mapping[str, Any] | None = None, ctx: tiledb.Ctx | None = None
+) -> None:
+    """A store at ``uri`` with no collections and a subject table with ``obs_meta_schema``'s
+    columns (``{name: dtype}``)."""
+    from radiobject_adapter.store.writer import StoreWriter
+
+    writer = StoreWriter(uri, ctx=ctx)
+    try:
+        if obs_meta_schema:
+            for c in obs_meta_schema:
+                if c in INDEX_COLUMNS:
+                    raise ValueError(f"column {c!r} conflicts with index column {c!r}; rename it")
+            writer.write_subject_rows([], {c: _attr_type(t) for c, t in obs_meta_schema.items()})
+    finally:
+        writer.close()
+
+
+def create_empty_collection(
+    uri: str,
+    shape: Sequence[int],
+    obs_schema: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    ctx: tiledb.Ctx | None = None,
+) -> None:
+    """A stand-alone collection at ``uri`` with no volumes, declared ``shape`` (X, Y, Z) and
+    ``obs_schema``'s columns in its ``obs`` besides the usual ones."""
+    from radiobject_adapter.store.build import CollectionWriter
+
+    if len(shape) != 3 or any(int(n) < 1 for n in shape):
+        raise ValueError(f"shape must be three positive sizes (X, Y, Z), got {tuple(shape)}")
+    uri = str(uri).rstrip("/")
+    writer = CollectionWriter(uri, ctx=ctx)
+    try:
+        writer.ensure_collection(name or uri.rsplit("/", 1)[-1])
+        if obs_schema:
+            add_columns(join_uri(uri, "obs"), obs_schema, ctx=writer.ctx)
+        with tiledb.Group(uri, "w", ctx=writer.ctx) as grp:
+            grp.meta["x_dim"], grp.meta["y_dim"], grp.meta["z_dim"] = (int(n) for n in shape)
+    finally:
+        writer.close()
