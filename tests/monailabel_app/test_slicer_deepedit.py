@@ -243,6 +243,9 @@ def test_a_slicer_deepedit_session_clicks_saves_trains_and_clicks_again(deepedit
     label_info = [{"name": "structure_1", "idx": 1}, {"name": "structure_2", "idx": 2}]
     saved = client.save_label(image_id, held[image_id], params={"label_info": label_info, "model": MODEL})
     assert saved == {"image": image_id, "label": image_id}
+    # active learning goes on past the saved image
+    following = client.next_sample("random", params_from_config(info, "activelearning", "random"))
+    assert following["id"] in held and following["id"] != image_id
 
     # train one short epoch from the saved labels
     checksum = requests.get(f"{server.url}/model/info/{MODEL}", timeout=30).json()["checksum"]
