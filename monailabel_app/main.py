@@ -10,6 +10,9 @@ server's environment (``AWS_ENDPOINT_URL_S3``, ``AWS_ACCESS_KEY_ID``, ...: lib/c
 
 * ``/infer/ct_segmentation_3d``: the bundle's ``inference.json`` (pre/post-processing, sliding
   window); the label comes back on the image's grid;
+* ``/infer/ct_deepedit_3d`` (``--conf models ct_segmentation_3d,ct_deepedit_3d`` or ``all``): the
+  click-guided bundle; 3D Slicer sends each label's points under the label's name
+  (``{"structure_1": [[i, j, k]], "background": [...], "label": "structure_1"}``);
 * ``/train/ct_segmentation_3d``: fine-tunes on the labels saved so far (``train.json``), in a
   background process, progress in ``/train`` and ``/logs``; scoring refreshes afterwards;
 * ``/activelearning/{random,first,epistemic}``: the next image to label; ``epistemic`` takes the
@@ -22,6 +25,7 @@ The app makes no network request: bundles and weights come from disk (no model z
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -35,7 +39,7 @@ from monai.transforms import AsDiscreted, Invertd, SaveImaged
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
-from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
@@ -45,7 +49,7 @@ from monailabel.tasks.activelearning.random import Random
 from monailabel.tasks.scoring.epistemic_v2 import EpistemicScoring
 from monailabel.utils.async_tasks.utils import tasks as async_tasks
 
-from monailabel_app.lib.bundle import bundle_class_names, find_bundle, prepare_bundle
+from monailabel_app.lib.bundle import bundle_class_names, find_bundle, prepare_bundle, servable_bundles
 from monailabel_app.lib.conf import AppConf, placeholder_root
 from monailabel_app.lib.datastore import TileDBDatastore
 from monailabel_app.lib.errors import ImageNotFound
@@ -85,6 +89,11 @@ def is_object_store_uri(uri: str) -> bool:
     return bool(sep) and scheme.lower() in ("s3", "gcs", "azure", "tiledb")
 
 
+def is_deepedit(name: str) -> bool:
+    """True for a click-guided bundle: MONAI Label recognises DeepEdit bundles by name (``*deepedit*``)."""
+    return "deepedit" in name.lower()
+
+
 def _warm_up_writer() -> None:
     """Load ITK's NIfTI writer once, off the request path (the first infer would wait seconds for it)."""
     import itk
@@ -98,6 +107,9 @@ class RadiobundlesApp(MONAILabelApp):
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         self.app_conf = AppConf.from_conf(app_dir, studies, conf or {})
+        if self.app_conf.models == ("all",):  # every bundle that declares MONAI Label support
+            models = servable_bundles(app_dir, self.app_conf.bundles_dir)
+            self.app_conf = dataclasses.replace(self.app_conf, models=models)
         placeholder = placeholder_root(studies) if self.app_conf.store != studies else None
         if placeholder:  # MONAI Label made ./s3:/bucket/... of an s3:// --studies; the store is on S3
             shutil.rmtree(placeholder, ignore_errors=True)
@@ -146,7 +158,10 @@ class RadiobundlesApp(MONAILabelApp):
     def init_infers(self) -> dict[str, InferTask]:
         infers: dict[str, InferTask] = {}
         for name, path in self.bundles.items():
-            task = ThreadSafeBundleInferTask(path, self.conf, post_filter=_BUNDLE_WRITERS, load_strict=True)
+            # MONAI Label lets a bundle take clicks (``use_click``) only when told its type; a DeepEdit
+            # type also makes /info/ offer Slicer's foreground/background point tools for it
+            kind = InferType.DEEPEDIT if is_deepedit(name) else ""
+            task = ThreadSafeBundleInferTask(path, self.conf, type=kind, post_filter=_BUNDLE_WRITERS, load_strict=True)
             if not task.is_valid():
                 raise RuntimeError(f"bundle {path} cannot serve inference (see the log above)")
             infers[name] = task

@@ -30,7 +30,14 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["MODEL_FILE", "bundle_class_names", "find_bundle", "prepare_bundle", "set_class_names"]
+__all__ = [
+    "MODEL_FILE",
+    "bundle_class_names",
+    "find_bundle",
+    "prepare_bundle",
+    "servable_bundles",
+    "set_class_names",
+]
 
 MODEL_FILE = "model.pt"
 ORIGIN_FILE = "model.origin.json"
@@ -86,6 +93,32 @@ def _sync_files(source: str, target: str, names: Sequence[str]) -> None:
                     _atomic_copy(os.path.join(src, entry), os.path.join(target, name, entry))
         elif os.path.isfile(src):
             _atomic_copy(src, os.path.join(target, name))
+
+
+def servable_bundles(app_dir: str, bundles_dir: str | None = None) -> tuple[str, ...]:
+    """Every bundle MONAI Label can serve (``supported_apps`` of its metadata names ``monailabel``),
+    as ``--conf models all`` serves them: automatic models first (the first one is the one
+    ``--conf model`` and epistemic scoring apply to), then the DeepEdit ones, each group by name.
+
+    Example:
+        >>> servable_bundles("monailabel_app")
+        ('ct_segmentation_3d', 'ct_deepedit_3d')
+    """
+    found: dict[str, str] = {}
+    for candidate in _candidates("", app_dir, bundles_dir):
+        if not os.path.isdir(candidate):
+            continue
+        for name in sorted(os.listdir(candidate)):
+            path = os.path.join(candidate, name)
+            if name in found or not all(os.path.isfile(os.path.join(path, f)) for f in _REQUIRED):
+                continue
+            if "monailabel" in (_read_json(os.path.join(path, "configs", "metadata.json")).get("supported_apps") or {}):
+                found[name] = path
+    if not found:
+        raise FileNotFoundError(
+            f"--conf models all: no bundle declares supported_apps monailabel under {bundles_dir or 'bundles/'}"
+        )
+    return tuple(sorted(found, key=lambda n: ("deepedit" in n.lower(), n)))
 
 
 def _initial_weights(bundle: str, path: str) -> None:
@@ -185,7 +218,7 @@ def prepare_bundle(
     """
     target = os.path.join(bundles_root, os.path.basename(source.rstrip("/")))
     os.makedirs(os.path.join(target, "models"), exist_ok=True)
-    _sync_files(source, target, ["configs", "docs", "LICENSE"])
+    _sync_files(source, target, ["configs", "docs", "LICENSE", "scripts"])  # scripts/: the bundle's own code
     if class_names:
         set_class_names(target, class_names)
     model_path = os.path.join(target, "models", MODEL_FILE)

@@ -3,7 +3,7 @@
 ===========================  ===============================  =====================================================
 key                          default                          meaning
 ===========================  ===============================  =====================================================
-``models``                   ``ct_segmentation_3d``           bundle(s) to serve, comma separated, found on disk
+``models``                   ``ct_segmentation_3d``           bundle(s) to serve, comma separated, or ``all``
 ``bundles_dir``              repository ``bundles/``          folder holding the bundles
 ``workspace``                ``<app>/workspace/<studies>``    writable folder: bundle copy, NIfTI cache, scores
 ``store``                    ``--studies``                    store URI; ``--studies s3://bucket/store`` works too
