@@ -36,7 +36,7 @@ __all__ = ["build_store", "main", "measure"]
 def build_store(root: Path, subjects: int, labels: int, versions: int, shape: int = 8) -> tuple[str, dict]:
     """The store, and ``{(label uri, version): saved voxels}`` of every label version."""
     from monailabel_app.lib.store_access import StoreAccess
-    from radiobject_adapter.store.ingest import ingest_niftis
+    from radiobject_adapter.io.ingest import ingest_niftis
 
     rng = np.random.default_rng(0)
     nifti = root / "nifti"

@@ -45,9 +45,9 @@ _HOMES: dict[str, str] = {
     "S3Stats": "radiobject_adapter.stats",
     "TileDBStats": "radiobject_adapter.stats",
     "VolumeCollection": "radiobject_adapter.store.collection",
-    "IngestError": "radiobject_adapter.store.ingest",
-    "IngestReport": "radiobject_adapter.store.ingest",
-    "ingest_niftis": "radiobject_adapter.store.ingest",
+    "IngestError": "radiobject_adapter.io.ingest",
+    "IngestReport": "radiobject_adapter.io.ingest",
+    "ingest_niftis": "radiobject_adapter.io.ingest",
     "FORMAT_VERSION": "radiobject_adapter.store.layout",
     "FormatVersionError": "radiobject_adapter.store.layout",
     "Tiling": "radiobject_adapter.store.layout",
@@ -56,7 +56,7 @@ _HOMES: dict[str, str] = {
     "StoreNotFoundError": "radiobject_adapter.store.radiobject",
     "is_store": "radiobject_adapter.store.radiobject",
     "split_subjects": "radiobject_adapter.store.radiobject",
-    "ingest_tifs": "radiobject_adapter.store.tif",
+    "ingest_tifs": "radiobject_adapter.io.tif",
     "Volume": "radiobject_adapter.volume",
     "VolumeReadError": "radiobject_adapter.volume",
 }
@@ -85,14 +85,14 @@ if TYPE_CHECKING:  # static tools see the names; the interpreter imports them on
         create_training_dataloader,
         create_validation_dataloader,
     )
+    from radiobject_adapter.io.ingest import IngestError, IngestReport, ingest_niftis
+    from radiobject_adapter.io.tif import ingest_tifs
     from radiobject_adapter.reader import TileDBReader
     from radiobject_adapter.stats import CacheStats, S3Stats, TileDBStats
     from radiobject_adapter.store.collection import VolumeCollection
-    from radiobject_adapter.store.ingest import IngestError, IngestReport, ingest_niftis
     from radiobject_adapter.store.layout import FORMAT_VERSION, FormatVersionError, Tiling
     from radiobject_adapter.store.naming import subject_id_from_path
     from radiobject_adapter.store.radiobject import RadiObject, StoreNotFoundError, is_store, split_subjects
-    from radiobject_adapter.store.tif import ingest_tifs
     from radiobject_adapter.volume import Volume, VolumeReadError
 
 

@@ -29,7 +29,7 @@ import nrrd
 import numpy as np
 
 from monailabel_app.lib.errors import BadLabelUpload, InvalidRequest
-from radiobject_adapter.store.nifti import LoadedVolume, load_nifti
+from radiobject_adapter.io.nifti import LoadedVolume, load_nifti
 
 __all__ = ["label_dtype_for", "nrrd_affine", "read_label_upload", "read_volume_upload"]
 

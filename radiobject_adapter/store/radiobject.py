@@ -200,7 +200,7 @@ class RadiObject(SubjectSelection):
             IngestError: some series were rejected (the others are written; the message lists them).
         """
         from radiobject_adapter.io.dicom_ingest import ingest_dicoms
-        from radiobject_adapter.store.ingest import IngestError
+        from radiobject_adapter.io.ingest import IngestError
 
         report = ingest_dicoms(uri, sources, **kwargs)
         if report.failures:

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from radiobject_adapter.address import volume_address
+from radiobject_adapter.io.tif import TIF_SUFFIXES
 from radiobject_adapter.store.naming import strip_suffix
 from radiobject_adapter.store.radiobject import is_store
-from radiobject_adapter.store.tif import TIF_SUFFIXES
 from radiobundles.paired.transforms import STORE_READER, TIF_READER
 
 __all__ = ["ImageSource", "PairingReport", "UnpairedImagesError", "is_store", "open_source", "pair_sources"]

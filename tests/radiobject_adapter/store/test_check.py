@@ -41,7 +41,7 @@ def kills(tmp_path_factory):
     sys.modules[spec.name] = cases  # dataclasses look their module up there
     spec.loader.exec_module(cases)  # the sibling test's inputs and writers
     root = tmp_path_factory.mktemp("check")
-    with ForkServer(preload=["radiobject_adapter.store.ingest"], modules={"t": KILL_POINTS_TEST}) as server:
+    with ForkServer(preload=["radiobject_adapter.io.ingest"], modules={"t": KILL_POINTS_TEST}) as server:
         case = cases._make_case("nifti_ingest", root / "case", server)
         log = root / "ops.log"
         ref = root / "reference"

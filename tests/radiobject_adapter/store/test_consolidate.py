@@ -15,8 +15,8 @@ from monailabel_app.lib.versions import list_versions, read_version
 from radiobject_adapter import RadiObject, Volume
 from radiobject_adapter.cli import main
 from radiobject_adapter.config import reset_caches
+from radiobject_adapter.io.ingest import ingest_niftis
 from radiobject_adapter.store.check import check_store
-from radiobject_adapter.store.ingest import ingest_niftis
 from radiobject_adapter.store.lease import WriterLease
 
 

@@ -55,14 +55,14 @@ def _dicom_age(i: int) -> str:
 # the writers (run in forked workers)
 # ---------------------------------------------------------------------------------------------
 def _nifti_ingest(store: str, inputs: dict) -> None:
-    from radiobject_adapter.store.ingest import ingest_niftis
+    from radiobject_adapter.io.ingest import ingest_niftis
 
     images = {"CT": inputs["ct"], "seg": inputs["seg"]}
     ingest_niftis(store, images, obs_meta=inputs["table"], progress=False, tile_extent=8)
 
 
 def _tif_ingest(store: str, inputs: dict) -> None:
-    from radiobject_adapter.store.tif import ingest_tifs
+    from radiobject_adapter.io.tif import ingest_tifs
 
     ingest_tifs(store, {"dente": inputs["tif"]}, progress=False)
 
@@ -118,7 +118,7 @@ WRITERS: dict[str, Callable[[str, dict], None]] = {
 
 
 def _ct_ingest(store: str, inputs: dict) -> None:
-    from radiobject_adapter.store.ingest import ingest_niftis
+    from radiobject_adapter.io.ingest import ingest_niftis
 
     ingest_niftis(store, {"CT": inputs["ct"]}, progress=False, tile_extent=8)
 
@@ -318,8 +318,8 @@ def _assert_label_versions(radi: RadiObject, case: Case, final: bool) -> None:
 @pytest.fixture(scope="module")
 def server():
     preload = [
-        "radiobject_adapter.store.ingest",
-        "radiobject_adapter.store.tif",
+        "radiobject_adapter.io.ingest",
+        "radiobject_adapter.io.tif",
         "radiobject_adapter.io.dicom_ingest",
         "pydicom",
         "radiobject_adapter.store.check",

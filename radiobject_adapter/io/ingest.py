@@ -24,12 +24,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from radiobject_adapter.config import current_settings
+from radiobject_adapter.io.nifti import LoadedVolume, load_nifti
 from radiobject_adapter.store.dataframe import column_dtype
 from radiobject_adapter.store.foreground import ForegroundIndex
 from radiobject_adapter.store.label_classes import parse_label_classes
 from radiobject_adapter.store.layout import Tiling, make_obs_id
 from radiobject_adapter.store.naming import discover_files, subject_id_from_path
-from radiobject_adapter.store.nifti import LoadedVolume, load_nifti
 from radiobject_adapter.store.writer import StoreWriter
 
 __all__ = [
