@@ -8,7 +8,6 @@ Example:
 
 from __future__ import annotations
 
-from radiobject_adapter.testing.faultproxy import FaultProxy, FaultProxyError
 from radiobject_adapter.testing.s3server import S3Server, S3ServerError, moto_version, s3_server
 
-__all__ = ["FaultProxy", "FaultProxyError", "S3Server", "S3ServerError", "moto_version", "s3_server"]
+__all__ = ["S3Server", "S3ServerError", "moto_version", "s3_server"]

@@ -3,7 +3,7 @@ leaves; it never deletes a volume or a label version.
 
 Each damaged store is made by a real kill: an ingest worker dies by ``SIGKILL`` just before
 the store write that would have completed the step (found in the writer's own log of store
-writes, see :func:`~radiobject_adapter.testing.kill.arm_store_kill`). Damage a kill can no
+writes, see :func:`~tests.harness.kill.arm_store_kill`). Damage a kill can no
 longer produce with this version's write order (a stale foreground index trusted by readers,
 a torn metadata file, a row without its volume) is made by reproducing the exact files.
 """
@@ -25,7 +25,7 @@ from radiobject_adapter.config import reset_caches
 from radiobject_adapter.store.check import check_store
 from radiobject_adapter.store.dataframe import read_dataframe, write_rows
 from radiobject_adapter.store.foreground import ensure_foreground_index
-from radiobject_adapter.testing.kill import ForkServer, read_op_log
+from tests.harness.kill import ForkServer, read_op_log
 
 KILL_POINTS_TEST = str(Path(__file__).with_name("test_kill_points.py"))
 

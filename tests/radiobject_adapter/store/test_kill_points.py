@@ -4,7 +4,7 @@ For each writer (NIfTI ingest, a second ingest that appends subjects and updates
 table, TIF ingest, DICOM series ingest with its key tags, the label app's label save, prediction write-back, the foreground-index
 build, consolidation) a counting run logs each TileDB write, metadata put/delete, group
 add, commit, consolidation and folder removal it makes (``N`` of them, see
-:func:`~radiobject_adapter.testing.kill.arm_store_kill`). Then, for ``n = 1..N``, a worker
+:func:`~tests.harness.kill.arm_store_kill`). Then, for ``n = 1..N``, a worker
 forked from one preloaded server runs the writer on a fresh copy of its starting store and
 dies by ``SIGKILL`` just before its ``n``-th write. After each kill:
 
@@ -40,7 +40,7 @@ from radiobject_adapter import RadiObject
 from radiobject_adapter.config import reset_caches
 from radiobject_adapter.store.check import check_store
 from radiobject_adapter.store.foreground import COUNTS_KEY, ensure_foreground_index
-from radiobject_adapter.testing.kill import ForkServer, arm_store_kill, read_op_log
+from tests.harness.kill import ForkServer, arm_store_kill, read_op_log
 
 SHAPE = (8, 8, 8)
 SUBJECTS = ("case_a", "case_b", "case_c")
