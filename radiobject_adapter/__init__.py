@@ -20,8 +20,9 @@ from radiobject_adapter.s3env import apply_s3_env
 _HOMES: dict[str, str] = {
     "VolumeAddress": "radiobject_adapter.address",
     "parse_address": "radiobject_adapter.address",
-    "resolve_volume": "radiobject_adapter.address",
+    "resolve_volume": "radiobject_adapter.store.resolve",
     "volume_address": "radiobject_adapter.address",
+    "RadiobundlesError": "radiobject_adapter.errors",
     "ReadConfig": "radiobject_adapter.config",
     "S3Config": "radiobject_adapter.config",
     "WriteConfig": "radiobject_adapter.config",
@@ -62,7 +63,7 @@ _HOMES: dict[str, str] = {
 }
 
 if TYPE_CHECKING:  # static tools see the names; the interpreter imports them on first use
-    from radiobject_adapter.address import VolumeAddress, parse_address, resolve_volume, volume_address
+    from radiobject_adapter.address import VolumeAddress, parse_address, volume_address
     from radiobject_adapter.config import (
         ReadConfig,
         S3Config,
@@ -85,6 +86,7 @@ if TYPE_CHECKING:  # static tools see the names; the interpreter imports them on
         create_training_dataloader,
         create_validation_dataloader,
     )
+    from radiobject_adapter.errors import RadiobundlesError
     from radiobject_adapter.io.ingest import IngestError, IngestReport, ingest_niftis
     from radiobject_adapter.io.tif import ingest_tifs
     from radiobject_adapter.reader import TileDBReader
@@ -93,6 +95,7 @@ if TYPE_CHECKING:  # static tools see the names; the interpreter imports them on
     from radiobject_adapter.store.layout import FORMAT_VERSION, FormatVersionError, Tiling
     from radiobject_adapter.store.naming import subject_id_from_path
     from radiobject_adapter.store.radiobject import RadiObject, StoreNotFoundError, is_store, split_subjects
+    from radiobject_adapter.store.resolve import resolve_volume
     from radiobject_adapter.volume import Volume, VolumeReadError
 
 
@@ -125,6 +128,7 @@ __all__ = [
     "IngestReport",
     "LoadingMode",
     "RadiObject",
+    "RadiobundlesError",
     "ReadConfig",
     "S3Config",
     "S3Stats",

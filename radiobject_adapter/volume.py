@@ -20,6 +20,7 @@ import numpy as np
 import tiledb
 
 from radiobject_adapter.config import current_settings, forget_array, open_array
+from radiobject_adapter.errors import VolumeReadError
 from radiobject_adapter.stats import count_query
 from radiobject_adapter.store.layout import VOXELS, affine_from_json, affine_spacing
 
@@ -57,10 +58,6 @@ def _direct_read(arr: tiledb.Array, bounds: Sequence[tuple[int, int]], dtype: np
 
 
 __all__ = ["Volume", "VolumeReadError"]
-
-
-class VolumeReadError(OSError):
-    """A volume could not be read after retries; the message names the URI and the cause."""
 
 
 def _normalise_key(key: Any, shape: Sequence[int]) -> tuple[list[tuple[int, int]], list[int]]:

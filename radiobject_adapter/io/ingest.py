@@ -24,6 +24,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from radiobject_adapter.config import current_settings
+from radiobject_adapter.errors import IngestError
 from radiobject_adapter.io.nifti import LoadedVolume, load_nifti
 from radiobject_adapter.store.dataframe import column_dtype
 from radiobject_adapter.store.foreground import ForegroundIndex
@@ -42,10 +43,6 @@ __all__ = [
 ]
 
 DEFAULT_LABEL_COLLECTIONS = frozenset({"seg", "label", "labels", "mask", "masks"})
-
-
-class IngestError(ValueError):
-    """The inputs cannot be ingested as given (nothing was written)."""
 
 
 @dataclass(frozen=True)

@@ -319,10 +319,12 @@ def copy_collections(
     obs_meta: pd.DataFrame | None = None,
     ctx: tiledb.Ctx | None = None,
 ) -> None:
-    """Write a store at ``uri`` holding a copy of each collection (``{name: VolumeCollection
-    or its URI}``) and the subject table ``obs_meta`` (default: the collections' subjects)."""
+    """Write a store at ``uri`` holding a copy of each opened ``VolumeCollection`` (``{name:
+    collection}``) and the subject table ``obs_meta`` (default: the collections' subjects).
+
+    Takes collections, not URIs, so that this writer never imports the object model (which
+    imports it): ``RadiObject.from_collections`` opens URIs first."""
     from radiobject_adapter.io.ingest import _write_subject_table, load_subject_table
-    from radiobject_adapter.store.collection import VolumeCollection
 
     if not collections:
         raise ValueError(
@@ -332,7 +334,6 @@ def copy_collections(
     subjects: set[str] = set()
     try:
         for name, col in collections.items():
-            col = col if isinstance(col, VolumeCollection) else VolumeCollection(str(col), name=name)
             vols = [(o, col.loc[o]) for o in col.obs_ids]
             obs = col.obs
             rows = {str(r["obs_id"]): dict(r) for r in obs.to_dict("records")}

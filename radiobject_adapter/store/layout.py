@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import tiledb
 
+from radiobject_adapter.errors import FormatVersionError
+
 __all__ = [
     "FORMAT_VERSION",
     "FORMAT_VERSION_KEY",
@@ -42,10 +44,6 @@ FORMAT_VERSION_KEY = "radiobundles_format_version"
 VOXELS = "voxels"
 INDEX_COLUMNS = ("obs_subject_id", "obs_id")
 TILINGS = ("isotropic", "axial", "sagittal", "coronal")
-
-
-class FormatVersionError(RuntimeError):
-    """The store was written by a newer radiobundles than this one."""
 
 
 def join_uri(base: str, *parts: str) -> str:
