@@ -3,7 +3,7 @@
 * images: the subjects of one collection (``CT`` by default); an image id is a subject id;
 * labels: one collection per MONAI Label tag, ``seg`` for ``final`` (ground truth already in
   the store counts as final) and ``seg_<tag>`` for any other tag (``seg_original``); one label
-  array per subject, each save a new version (see :mod:`.versions`).
+  array per subject, each save a new version (see :mod:`radiobject_adapter.store.label_versions`).
 
 Listings are cached for ``listing_ttl`` seconds and refreshed after this process writes;
 ids are checked before they reach the store, so ``../x`` or an unknown id never touches it.
@@ -27,7 +27,10 @@ import numpy as np
 import tiledb
 
 from monailabel_app.lib.errors import ImageNotFound, InvalidRequest, LabelNotFound
-from monailabel_app.lib.versions import (
+from radiobject_adapter import RadiObject, Volume
+from radiobject_adapter.config import ctx_for_threads
+from radiobject_adapter.store.foreground import ForegroundIndex
+from radiobject_adapter.store.label_versions import (
     LabelVersion,
     list_versions,
     next_timestamp,
@@ -35,9 +38,6 @@ from monailabel_app.lib.versions import (
     record_metadata,
     write_version,
 )
-from radiobject_adapter import RadiObject, Volume
-from radiobject_adapter.config import ctx_for_threads
-from radiobject_adapter.store.foreground import ForegroundIndex
 from radiobject_adapter.store.layout import Tiling, affine_to_json, make_obs_id
 from radiobject_adapter.store.lease import WriterLease
 from radiobject_adapter.store.writer import StoreWriter

@@ -75,7 +75,7 @@ def _dicom_ingest(store: str, inputs: dict) -> None:
 
 def _label_saves(store: str, inputs: dict) -> None:
     from monailabel_app.lib.store_access import StoreAccess
-    from monailabel_app.lib.versions import list_versions
+    from radiobject_adapter.store.label_versions import list_versions
 
     access = StoreAccess(store, "CT", "seg", listing_ttl=0.0)
     for save in inputs["plan"]:
@@ -296,7 +296,7 @@ def _assert_consistent(store: Path, case: Case, writer: str, final: bool) -> Non
 
 
 def _assert_label_versions(radi: RadiObject, case: Case, final: bool) -> None:
-    from monailabel_app.lib.versions import list_versions, read_version
+    from radiobject_adapter.store.label_versions import list_versions, read_version
 
     planned = {item["save_id"]: np.load(item["file"]) for item in case.inputs["plan"]}
     seen: list[str] = []
