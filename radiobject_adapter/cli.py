@@ -284,7 +284,7 @@ def _finish_ingest(report: IngestReport) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-    from radiobject_adapter.store.foreground import index_collection
+    from radiobject_adapter.store.labels import index_collection
     from radiobject_adapter.store.radiobject import RadiObject
 
     radi = RadiObject(args.store)

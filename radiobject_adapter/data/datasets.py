@@ -36,7 +36,8 @@ from radiobject_adapter.data.config import DatasetConfig, LoadingMode
 from radiobject_adapter.data.labels import LabelSource, chosen_collections, resolve_labels
 from radiobject_adapter.data.patches import patch_affine, read_patch, start_around, uniform_start
 from radiobject_adapter.store.collection import VolumeCollection
-from radiobject_adapter.store.foreground import ForegroundIndex, ensure_foreground_index
+from radiobject_adapter.store.foreground import ForegroundIndex
+from radiobject_adapter.store.labels import ensure_foreground_index
 from radiobject_adapter.store.resolve import resolve_volume
 from radiobject_adapter.volume import Volume
 

@@ -26,6 +26,7 @@ __all__ = [
     "FORMAT_VERSION",
     "FORMAT_VERSION_KEY",
     "INDEX_COLUMNS",
+    "LABEL_CLASSES_KEY",
     "TILINGS",
     "VOXELS",
     "FormatVersionError",
@@ -43,6 +44,8 @@ FORMAT_VERSION = 1
 FORMAT_VERSION_KEY = "radiobundles_format_version"
 VOXELS = "voxels"
 INDEX_COLUMNS = ("obs_subject_id", "obs_id")
+# a label collection group's class names (JSON list), see radiobject_adapter.store.label_classes
+LABEL_CLASSES_KEY = "label_classes"
 TILINGS = ("isotropic", "axial", "sagittal", "coronal")
 
 

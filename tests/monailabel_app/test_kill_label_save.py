@@ -43,7 +43,7 @@ import pytest
 from monailabel_app.lib.datastore import TileDBDatastore
 from radiobject_adapter import RadiObject, Volume
 from radiobject_adapter.config import reset_caches
-from radiobject_adapter.store.foreground import ensure_foreground_index
+from radiobject_adapter.store.labels import ensure_foreground_index
 from tests.harness.kill import CallCounter, ForkServer, arm_kill
 
 IMAGES = [f"case_{i:03d}" for i in range(6)]

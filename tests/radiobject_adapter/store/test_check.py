@@ -24,7 +24,7 @@ from radiobject_adapter.cli import main
 from radiobject_adapter.config import reset_caches
 from radiobject_adapter.store.check import check_store
 from radiobject_adapter.store.dataframe import read_dataframe, write_rows
-from radiobject_adapter.store.foreground import ensure_foreground_index
+from radiobject_adapter.store.labels import ensure_foreground_index
 from tests.harness.kill import ForkServer, read_op_log
 
 KILL_POINTS_TEST = str(Path(__file__).with_name("test_kill_points.py"))

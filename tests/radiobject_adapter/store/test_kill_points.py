@@ -39,7 +39,8 @@ import tiledb
 from radiobject_adapter import RadiObject
 from radiobject_adapter.config import reset_caches
 from radiobject_adapter.store.check import check_store
-from radiobject_adapter.store.foreground import COUNTS_KEY, ensure_foreground_index
+from radiobject_adapter.store.foreground import COUNTS_KEY
+from radiobject_adapter.store.labels import ensure_foreground_index
 from tests.harness.kill import ForkServer, arm_store_kill, read_op_log
 
 SHAPE = (8, 8, 8)
@@ -94,7 +95,7 @@ def _prediction_writes(store: str, inputs: dict) -> None:
 
 
 def _foreground_index(store: str, inputs: dict) -> None:
-    from radiobject_adapter.store.foreground import index_collection
+    from radiobject_adapter.store.labels import index_collection
 
     index_collection(RadiObject(store).seg, progress=False)
 
