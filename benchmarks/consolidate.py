@@ -36,7 +36,7 @@ __all__ = ["build_store", "main", "measure"]
 def build_store(root: Path, subjects: int, labels: int, versions: int, shape: int = 8) -> tuple[str, dict]:
     """The store, and ``{(label uri, version): saved voxels}`` of every label version."""
     from monailabel_app.lib.store_access import StoreAccess
-    from radiobject_adapter.store.ingest import ingest_niftis
+    from radiobject_adapter.io.ingest import ingest_niftis
 
     rng = np.random.default_rng(0)
     nifti = root / "nifti"
@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse", action="store_true", help="measure the store an earlier run built in --out")
     args = parser.parse_args(argv)
 
-    from monailabel_app.lib.versions import list_versions, read_version
     from radiobject_adapter.store.check import check_store
     from radiobject_adapter.store.consolidate import consolidate_store
+    from radiobject_adapter.store.label_versions import list_versions, read_version
 
     root = Path(args.out)
     if args.reuse and (root / "store").is_dir():  # a store an earlier run built (building takes long)

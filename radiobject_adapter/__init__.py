@@ -20,8 +20,9 @@ from radiobject_adapter.s3env import apply_s3_env
 _HOMES: dict[str, str] = {
     "VolumeAddress": "radiobject_adapter.address",
     "parse_address": "radiobject_adapter.address",
-    "resolve_volume": "radiobject_adapter.address",
+    "resolve_volume": "radiobject_adapter.store.resolve",
     "volume_address": "radiobject_adapter.address",
+    "RadiobundlesError": "radiobject_adapter.errors",
     "ReadConfig": "radiobject_adapter.config",
     "S3Config": "radiobject_adapter.config",
     "WriteConfig": "radiobject_adapter.config",
@@ -47,9 +48,9 @@ _HOMES: dict[str, str] = {
     "S3Stats": "radiobject_adapter.stats",
     "TileDBStats": "radiobject_adapter.stats",
     "VolumeCollection": "radiobject_adapter.store.collection",
-    "IngestError": "radiobject_adapter.store.ingest",
-    "IngestReport": "radiobject_adapter.store.ingest",
-    "ingest_niftis": "radiobject_adapter.store.ingest",
+    "IngestError": "radiobject_adapter.io.ingest",
+    "IngestReport": "radiobject_adapter.io.ingest",
+    "ingest_niftis": "radiobject_adapter.io.ingest",
     "FORMAT_VERSION": "radiobject_adapter.store.layout",
     "FormatVersionError": "radiobject_adapter.store.layout",
     "Tiling": "radiobject_adapter.store.layout",
@@ -58,13 +59,13 @@ _HOMES: dict[str, str] = {
     "StoreNotFoundError": "radiobject_adapter.store.radiobject",
     "is_store": "radiobject_adapter.store.radiobject",
     "split_subjects": "radiobject_adapter.store.radiobject",
-    "ingest_tifs": "radiobject_adapter.store.tif",
+    "ingest_tifs": "radiobject_adapter.io.tif",
     "Volume": "radiobject_adapter.volume",
     "VolumeReadError": "radiobject_adapter.volume",
 }
 
 if TYPE_CHECKING:  # static tools see the names; the interpreter imports them on first use
-    from radiobject_adapter.address import VolumeAddress, parse_address, resolve_volume, volume_address
+    from radiobject_adapter.address import VolumeAddress, parse_address, volume_address
     from radiobject_adapter.config import (
         ReadConfig,
         S3Config,
@@ -89,14 +90,16 @@ if TYPE_CHECKING:  # static tools see the names; the interpreter imports them on
         create_validation_dataloader,
     )
     from radiobject_adapter.dataframe import Dataframe
+    from radiobject_adapter.errors import RadiobundlesError
+    from radiobject_adapter.io.ingest import IngestError, IngestReport, ingest_niftis
+    from radiobject_adapter.io.tif import ingest_tifs
     from radiobject_adapter.reader import TileDBReader
     from radiobject_adapter.stats import CacheStats, S3Stats, TileDBStats
     from radiobject_adapter.store.collection import VolumeCollection
-    from radiobject_adapter.store.ingest import IngestError, IngestReport, ingest_niftis
     from radiobject_adapter.store.layout import FORMAT_VERSION, FormatVersionError, Tiling
     from radiobject_adapter.store.naming import subject_id_from_path
     from radiobject_adapter.store.radiobject import RadiObject, StoreNotFoundError, is_store, split_subjects
-    from radiobject_adapter.store.tif import ingest_tifs
+    from radiobject_adapter.store.resolve import resolve_volume
     from radiobject_adapter.volume import Volume, VolumeReadError
 
 
@@ -130,6 +133,7 @@ __all__ = [
     "IngestReport",
     "LoadingMode",
     "RadiObject",
+    "RadiobundlesError",
     "ReadConfig",
     "S3Config",
     "S3Stats",

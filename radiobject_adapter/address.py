@@ -7,19 +7,20 @@ Form: ``<store URI>#<collection>/<subject id or obs_id>``, for example::
 
 A bare array URI (``<store>/collections/CT/volumes/3``) is accepted too.
 
+Formatting and parsing only: this module imports nothing of the store, so the store can
+format addresses; :func:`radiobject_adapter.store.resolve.resolve_volume` opens one.
+
 Example:
     >>> addr = volume_address("/data/ct_store", "CT", "case_001")
-    >>> resolve_volume(addr).shape
+    >>> parse_address(addr).key
+    'case_001'
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
-from radiobject_adapter.volume import Volume
-
-__all__ = ["VolumeAddress", "is_volume_address", "parse_address", "resolve_volume", "volume_address"]
+__all__ = ["VolumeAddress", "is_volume_address", "parse_address", "volume_address"]
 
 SEPARATOR = "#"
 
@@ -61,25 +62,3 @@ def parse_address(text: str) -> VolumeAddress:
     if not store or not collection or not key:
         raise ValueError(f"{text!r}: store, collection and subject id must all be non-empty")
     return VolumeAddress(store, collection, key)
-
-
-@lru_cache(maxsize=64)
-def _collection(store: str, name: str):  # one open listing per store/collection and process
-    from radiobject_adapter.store.radiobject import RadiObject
-
-    return RadiObject(store).collection(name)
-
-
-def resolve_volume(text: str) -> Volume:
-    """The :class:`Volume` behind an address (or a bare array URI).
-
-    Listings are cached; a subject added since the last listing is found by one refresh.
-    """
-    if not is_volume_address(text):
-        return Volume(text)
-    addr = parse_address(text)
-    collection = _collection(addr.store, addr.collection)
-    try:
-        return Volume(collection.uri_of(addr.key))
-    except KeyError:
-        return Volume(collection.refresh().uri_of(addr.key))

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported on use: the CLI starts without pandas/tiledb
-    from radiobject_adapter.store.ingest import IngestReport
+    from radiobject_adapter.io.ingest import IngestReport
 
 __all__ = ["main"]
 
@@ -170,9 +170,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from radiobject_adapter.store.ingest import IngestError, ingest_niftis
+    from radiobject_adapter.io.ingest import IngestError, ingest_niftis
+    from radiobject_adapter.io.tif import ingest_tifs, is_tif_spec
     from radiobject_adapter.store.preflight import check_store_location
-    from radiobject_adapter.store.tif import ingest_tifs, is_tif_spec
 
     check_store_location(args.store)
     collections = dict(args.collections)
@@ -221,7 +221,7 @@ def _ingest(args: argparse.Namespace) -> int:
 def _ingest_dicom(args: argparse.Namespace, collections: dict[str, str]) -> IngestReport | None:
     """DICOM ingest when the collections are DICOM folders; ``None`` when they are not."""
     from radiobject_adapter.io.dicom_ingest import ingest_dicoms, is_dicom_spec
-    from radiobject_adapter.store.ingest import IngestError
+    from radiobject_adapter.io.ingest import IngestError
 
     if args.dicomweb:
         collections = _pull(args, collections)
@@ -255,7 +255,7 @@ def _ingest_dicom(args: argparse.Namespace, collections: dict[str, str]) -> Inge
 def _pull(args: argparse.Namespace, collections: dict[str, str]) -> dict[str, str]:
     """Download the chosen series (resumable); every collection then reads the download folder."""
     from radiobject_adapter.io.dicomweb import pull_series
-    from radiobject_adapter.store.ingest import IngestError
+    from radiobject_adapter.io.ingest import IngestError
 
     if "://" in args.store and not args.download_dir:
         raise IngestError("the store is remote: give --download-dir for the pulled DICOM files")
@@ -284,7 +284,7 @@ def _finish_ingest(report: IngestReport) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-    from radiobject_adapter.store.foreground import index_collection
+    from radiobject_adapter.store.labels import index_collection
     from radiobject_adapter.store.radiobject import RadiObject
 
     radi = RadiObject(args.store)
@@ -358,7 +358,7 @@ def _consolidate(args: argparse.Namespace) -> int:
 def _input_errors() -> tuple[type[Exception], ...]:
     """Errors that mean bad input (exit 2). Imported only when an exception propagates (an
     ``except`` clause evaluates its tuple then), so ``--help`` and ``info`` skip the ingest stack."""
-    from radiobject_adapter.store.ingest import IngestError
+    from radiobject_adapter.io.ingest import IngestError
     from radiobject_adapter.store.layout import FormatVersionError
     from radiobject_adapter.store.preflight import StoreLocationError
     from radiobject_adapter.store.radiobject import StoreNotFoundError

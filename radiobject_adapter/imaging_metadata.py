@@ -2,7 +2,7 @@
 file name maps to, and a NIfTI file's header facts as one record.
 
 The facts are the ones our store keeps in a collection's ``obs`` for every ingested NIfTI
-(:meth:`~radiobject_adapter.store.nifti.LoadedVolume.obs_row`); this module reads them from a
+(:meth:`~radiobject_adapter.io.nifti.LoadedVolume.obs_row`); this module reads them from a
 file without loading its voxels. radiobject's DICOM metadata model is not offered (DICOM series
 are ingested by :mod:`radiobject_adapter.io`).
 
@@ -25,8 +25,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from radiobject_adapter.io.nifti import LoadedVolume
 from radiobject_adapter.store import build
-from radiobject_adapter.store.nifti import LoadedVolume
 
 __all__ = ["KNOWN_SERIES_TYPES", "NiftiMetadata", "extract_nifti_metadata", "infer_series_type"]
 

@@ -21,7 +21,8 @@ from monai.data import ImageReader
 from monai.data.image_reader import _copy_compatible_dict, _stack_images
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
-from radiobject_adapter.address import is_volume_address, resolve_volume
+from radiobject_adapter.address import is_volume_address
+from radiobject_adapter.store.resolve import resolve_volume
 from radiobject_adapter.volume import Volume
 
 __all__ = ["TileDBReader"]

@@ -46,6 +46,7 @@ from dataclasses import replace
 from urllib.parse import urlsplit
 
 from radiobject_adapter.config import S3Config, configure, current_settings
+from radiobject_adapter.errors import S3EnvError
 
 __all__ = ["ENV_VARS", "S3EnvError", "apply_s3_env", "s3_config_from_env"]
 
@@ -55,10 +56,6 @@ ADDRESSING_VAR = "RADIOBUNDLES_S3_ADDRESSING_STYLE"
 PARALLEL_OPS_VAR = "RADIOBUNDLES_S3_MAX_PARALLEL_OPS"
 PART_SIZE_VAR = "RADIOBUNDLES_S3_MULTIPART_PART_SIZE"
 ENV_VARS = (*ENDPOINT_VARS, *REGION_VARS, ADDRESSING_VAR, PARALLEL_OPS_VAR, PART_SIZE_VAR)
-
-
-class S3EnvError(ValueError):
-    """An S3 environment variable has a value that cannot be used (the message names it)."""
 
 
 def _first(env: Mapping[str, str], names: tuple[str, ...]) -> tuple[str, str] | None:

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import tiledb
 
-from radiobject_adapter.config import current_settings, forget_array, open_array
+from radiobject_adapter.config import ctx_for_threads, current_settings, forget_array, open_array
+from radiobject_adapter.errors import VolumeReadError
 from radiobject_adapter.stats import count_query
 from radiobject_adapter.store.layout import VOXELS, affine_from_json, affine_spacing
 
@@ -57,10 +58,6 @@ def _direct_read(arr: tiledb.Array, bounds: Sequence[tuple[int, int]], dtype: np
 
 
 __all__ = ["Volume", "VolumeReadError"]
-
-
-class VolumeReadError(OSError):
-    """A volume could not be read after retries; the message names the URI and the cause."""
 
 
 def _normalise_key(key: Any, shape: Sequence[int]) -> tuple[list[tuple[int, int]], list[int]]:
@@ -177,6 +174,22 @@ class Volume:
         """All array metadata (strings as stored)."""
         arr = self._array
         return {k: arr.meta[k] for k in arr.meta}
+
+    def remember_metadata(self, entries: dict[str, Any]) -> None:
+        """Show ``entries`` in this view's :attr:`metadata` without writing them (e.g. an index
+        computed from its voxels in a read-only store, or just written by another handle)."""
+        self.__dict__["metadata"] = {**self.metadata, **entries}
+
+    def newest_fragment_timestamp(self) -> int | None:
+        """Timestamp (ms) of the newest fragment this view reads: up to its time-travel
+        timestamp, or to the moment its (per-process cached) array was opened; ``None`` if
+        nothing was written yet."""
+        limit = self.timestamp[1] if isinstance(self.timestamp, tuple) else self.timestamp
+        if limit is None:
+            limit = self._array.timestamp_range[1]
+        stamps = [int(f.timestamp_range[1]) for f in tiledb.array_fragments(self.uri, ctx=ctx_for_threads())]
+        stamps = [t for t in stamps if limit is None or t <= int(limit)]
+        return max(stamps) if stamps else None
 
     @cached_property
     def shape(self) -> tuple[int, ...]:

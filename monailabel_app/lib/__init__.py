@@ -2,7 +2,7 @@
 
 * :mod:`.datastore`: MONAI Label ``Datastore`` over a TileDB store (images, versioned labels);
 * :mod:`.store_access`: listings, id checks and label writes of one store;
-* :mod:`.versions`: label versions as TileDB fragments with per-save records;
+* :mod:`radiobject_adapter.store.label_versions`: label versions as TileDB fragments with per-save records;
 * :mod:`.uploads`: checking an uploaded label against its image;
 * :mod:`.cache`: NIfTI conversions per volume version;
 * :mod:`.image_info`: per-image scores and state shared with MONAI Label's subprocesses;

@@ -39,10 +39,10 @@ from monailabel_app.lib.errors import InvalidRequest, NotAllowed
 from monailabel_app.lib.image_info import ImageInfoStore
 from monailabel_app.lib.store_access import FINAL_TAG, StoreAccess, check_image_id, check_tag, file_name
 from monailabel_app.lib.uploads import read_label_upload, read_volume_upload
-from monailabel_app.lib.versions import fragment_timestamps
 from radiobject_adapter import Volume
 from radiobject_adapter.address import volume_address
 from radiobject_adapter.config import forget_array
+from radiobject_adapter.store.label_versions import fragment_timestamps
 from radiobject_adapter.store.layout import make_obs_id
 from radiobject_adapter.store.writer import StoreWriter
 

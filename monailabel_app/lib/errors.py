@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from fastapi import HTTPException
 
+from radiobject_adapter.errors import RadiobundlesError
+
 __all__ = [
     "BadLabelUpload",
     "Conflict",
@@ -24,7 +26,7 @@ __all__ = [
 ]
 
 
-class RadiobundlesHTTPError(HTTPException):
+class RadiobundlesHTTPError(HTTPException, RadiobundlesError):
     """Base class: an HTTP status plus a message that says what to do."""
 
     status = 400

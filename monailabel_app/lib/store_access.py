@@ -3,7 +3,7 @@
 * images: the subjects of one collection (``CT`` by default); an image id is a subject id;
 * labels: one collection per MONAI Label tag, ``seg`` for ``final`` (ground truth already in
   the store counts as final) and ``seg_<tag>`` for any other tag (``seg_original``); one label
-  array per subject, each save a new version (see :mod:`.versions`).
+  array per subject, each save a new version (see :mod:`radiobject_adapter.store.label_versions`).
 
 Listings are cached for ``listing_ttl`` seconds and refreshed after this process writes;
 ids are checked before they reach the store, so ``../x`` or an unknown id never touches it.
@@ -15,32 +15,18 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 import threading
 import time
-from collections.abc import Iterator
 
-import nibabel as nib
 import numpy as np
-import tiledb
 
 from monailabel_app.lib.errors import ImageNotFound, InvalidRequest, LabelNotFound
-from monailabel_app.lib.versions import (
-    LabelVersion,
-    list_versions,
-    next_timestamp,
-    read_version,
-    record_metadata,
-    write_version,
-)
 from radiobject_adapter import RadiObject, Volume
-from radiobject_adapter.config import ctx_for_threads
-from radiobject_adapter.store.foreground import ForegroundIndex
-from radiobject_adapter.store.layout import Tiling, affine_to_json, make_obs_id
-from radiobject_adapter.store.lease import WriterLease
-from radiobject_adapter.store.writer import StoreWriter
+from radiobject_adapter.store.label_versions import LabelVersion, list_versions, read_version
+from radiobject_adapter.store.labels import check_label_grid, find_label, write_label
+from radiobject_adapter.store.layout import Tiling
 
 __all__ = ["FINAL_TAG", "StoreAccess", "check_image_id", "check_tag", "file_name"]
 
@@ -120,7 +106,6 @@ class StoreAccess:
         self.listing_ttl = listing_ttl
         self._listings: dict[str, tuple[float, dict[str, str]]] = {}
         self._lock = threading.RLock()
-        self._lease: WriterLease | None = None
 
     # -- listings -----------------------------------------------------------------------
     def _listing(self, collection: str, fresh: bool = False) -> dict[str, str]:
@@ -199,19 +184,6 @@ class StoreAccess:
         uri = self.label_uri(image_id, tag)
         return list_versions(uri, tag) if uri else []
 
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
-        """Hold a writer lease while a version is written: a reader opening the store meanwhile
-        (``RadiObject`` removes a killed writer's empty metadata files when no writer is
-        alive) must not take this save's metadata file, empty for an instant, for one."""
-        if self._lease is None:
-            self._lease = WriterLease(self.uri, tiledb.VFS(ctx=ctx_for_threads()))
-        self._lease.refresh()
-        try:
-            yield
-        finally:
-            self._lease.release()
-
     def save(self, image_id: str, tag: str, data: np.ndarray, record: dict) -> int:
         """Store ``data`` as a new version of the image's ``tag`` label; returns the version.
 
@@ -219,14 +191,10 @@ class StoreAccess:
         """
         collection = self.collection_for(tag)
         image = Volume(self.image_uri(image_id))
-        if tuple(data.shape) != tuple(image.shape):
-            raise ValueError(f"label shape {data.shape} != image shape {image.shape} for {image_id!r}")
+        # the array has no affine of its own: it is stored on the image's grid, so only its shape can differ
+        check_label_grid(data.shape, image.affine, image.shape, image.affine, where=f" for {image_id!r}")
         with self._lock:
-            uri = self.label_uri(image_id, tag)
-            if uri is None:
-                return self._create(image_id, collection, image, data, record)
-            with self._writing():
-                return write_version(uri, data, record, {"orientation_affine": affine_to_json(image.affine)})
+            return self._write(image_id, collection, image, data, record, self.label_uri(image_id, tag))
 
     def restore(self, image_id: str, tag: str, version: int, record: dict) -> int:
         """Write an earlier version again as the newest one; nothing is removed."""
@@ -237,8 +205,7 @@ class StoreAccess:
                 raise LabelNotFound(f"{tag!r} label of {image_id!r} has no version {version}; versions: {known}")
             data = read_version(uri, version)
             image = Volume(self.image_uri(image_id))
-            with self._writing():
-                return write_version(uri, data, record, {"orientation_affine": affine_to_json(image.affine)})
+            return self._write(image_id, self.collection_for(tag), image, data, record, uri)
 
     def read(self, image_id: str, tag: str, version: int | None = None) -> np.ndarray:
         """A label version (the latest when ``version`` is ``None``)."""
@@ -256,51 +223,32 @@ class StoreAccess:
         written from the array's metadata and the array returned, so that save is listed
         and a new one becomes its next version instead of a second array."""
         with self._lock:
-            if collection not in self.radi.collection_names:
+            if find_label(self.radi, collection, image_id) is None:
                 return None
-            if make_obs_id(image_id, collection) not in self.radi.collection(collection).pending:
-                return None
-            writer = StoreWriter(self.uri)
-            try:
-                writer.existing_obs_ids(collection)  # writes the missing rows
-                writer.update_counters([collection])
-            finally:
-                writer.close()
             return self._listing(collection, fresh=True).get(image_id)
 
-    def _create(self, image_id: str, collection: str, image: Volume, data: np.ndarray, record: dict) -> int:
-        """The first version of a label: a new array whose record is written with its voxels,
-        before the array is registered (visible), so no process killed on the way leaves a
-        visible label without its record."""
-        affine = image.affine
-        version = next_timestamp(0)
+    def _write(
+        self, image_id: str, collection: str, image: Volume, data: np.ndarray, record: dict, uri: str | None
+    ) -> int:
+        """One version through the data layer's label writer: the next version of the label at
+        ``uri``, or its first (a new array on the image's tiling, with the image's NIfTI facts,
+        whose record is written with its voxels before it becomes visible)."""
         shared = {k: str(image.metadata[k]) for k in _SHARED_META if k in image.metadata}
-        spacing = tuple(float(s) for s in image.spacing)
-        writer = StoreWriter(self.uri, tiling=Tiling("isotropic", tuple(image.tile_shape[:3])))
-        try:
-            uri = writer.write_volume(
-                collection,
-                image_id,
-                make_obs_id(image_id, collection),
-                data,
-                affine,
-                meta={**shared, "source_path": f"monailabel:{collection}"},
-                obs_row={
-                    "series_type": collection,
-                    "voxel_spacing": str(spacing),
-                    "dimensions": str(tuple(int(s) for s in data.shape)),
-                    "axcodes": "".join(nib.aff2axcodes(affine)),
-                    "affine_json": affine_to_json(affine),
-                    "source_path": f"monailabel:{collection}",
-                },
-                raw_meta={**ForegroundIndex.compute(data).to_metadata(), **record_metadata(version, record)},
-                timestamp=version,
-                counters=True,
-            )
-        finally:
-            writer.close()
-        with self._lock:
-            hit = self._listings.get(collection)
-            if hit is not None:
-                hit[1][image_id] = uri
-        return version
+        written = write_label(
+            self.uri,
+            collection,
+            image_id,
+            data,
+            image.affine,
+            uri=uri,
+            record=record,
+            meta=shared,
+            source_path=f"monailabel:{collection}",
+            tiling=Tiling("isotropic", tuple(image.tile_shape[:3])),
+        )
+        if written.created:
+            with self._lock:
+                hit = self._listings.get(collection)
+                if hit is not None:
+                    hit[1][image_id] = written.uri
+        return written.version

@@ -8,7 +8,8 @@ LPS, Slicer's and ITK's convention) is turned into the RAS affine NIfTI and the 
 both formats are compared with the image in one convention. The file is read from its bytes, not its name (MONAI Label names the
 temporary file after whatever the client sent), and a gzip stream is never inflated beyond
 what a volume of the image's shape can need, so a corrupt or hostile upload costs neither
-memory nor stored data.
+memory nor stored data. Reading the upload is this module's; whether a label fits its image is
+the data layer's (:mod:`radiobject_adapter.store.labels`, which ingest uses too).
 
 Example:
     >>> labels = read_label_upload("/tmp/upload.nii.gz", image_shape=(64, 64, 40), image_affine=affine)
@@ -29,9 +30,13 @@ import nrrd
 import numpy as np
 
 from monailabel_app.lib.errors import BadLabelUpload, InvalidRequest
-from radiobject_adapter.store.nifti import LoadedVolume, load_nifti
+from radiobject_adapter.io.nifti import LoadedVolume, load_nifti
+from radiobject_adapter.store.labels import LabelError, as_label_array, check_label_grid
 
-__all__ = ["label_dtype_for", "nrrd_affine", "read_label_upload", "read_volume_upload"]
+__all__ = ["nrrd_affine", "read_label_upload", "read_volume_upload"]
+
+# how a 3D Slicer user puts a label on its image's grid
+_SLICER_GRID_HINT = " (in 3D Slicer: the segmentation of this image, saved with the image as reference)"
 
 _NRRD_MAGIC = b"NRRD"
 # NRRD "space" values -> the flip that takes its world coordinates to RAS
@@ -161,15 +166,6 @@ def read_volume_upload(path: str) -> LoadedVolume:
         raise InvalidRequest(f"the image upload is not a readable 3D NIfTI or NRRD file: {err}") from None
 
 
-def label_dtype_for(top: int) -> np.dtype:
-    """Smallest unsigned dtype for class indices up to ``top`` (as ingest chooses)."""
-    if top < 256:
-        return np.dtype(np.uint8)
-    if top < 65536:
-        return np.dtype(np.uint16)
-    return np.dtype(np.int32)
-
-
 def _squeeze_trailing(shape: Sequence[int]) -> tuple[int, ...]:
     dims = list(int(s) for s in shape)
     while len(dims) > 3 and dims[-1] == 1:
@@ -221,37 +217,16 @@ def read_label_upload(
         shape = _squeeze_trailing(img.shape)
         affine = img.affine
 
-    if shape != expected:
-        raise BadLabelUpload(
-            f"label shape {shape} != image shape {expected}{who}; export the label on the image grid "
-            "(in 3D Slicer: the segmentation of this image, saved with the image as reference)"
-        )
-    diff = float(np.abs(np.asarray(affine, dtype=np.float64) - np.asarray(image_affine, dtype=np.float64)).max())
-    if diff > affine_atol:
-        raise BadLabelUpload(
-            f"label affine differs from the image affine by up to {diff:.4g} mm (> {affine_atol}){who}; "
-            "the label was drawn on another grid: resample it onto the image before saving"
-        )
+    try:
+        check_label_grid(shape, affine, expected, image_affine, affine_atol, who, hint=_SLICER_GRID_HINT)
+    except LabelError as err:
+        raise BadLabelUpload(str(err)) from None
     try:
         data = nrrd_data.reshape(expected) if _is_nrrd(path) else np.asanyarray(img.dataobj).reshape(expected)
     except (ValueError, OSError, EOFError, zlib.error) as err:
         raise InvalidRequest(f"the label upload is truncated or corrupt ({err}); save it again") from None
 
-    if data.dtype.kind == "f":
-        if not np.isfinite(data).all():
-            raise BadLabelUpload(f"the label has NaN or infinite values{who}; labels are class indices")
-        if not np.array_equal(data, np.round(data)):
-            raise BadLabelUpload(f"the label has non-integer values{who}; labels are class indices")
-    elif data.dtype.kind not in "iub":
-        raise BadLabelUpload(f"the label has voxel type {data.dtype}{who}; labels are integer class indices")
-    low = float(data.min(initial=0))
-    top = int(data.max(initial=0))
-    if low < 0:
-        raise BadLabelUpload(f"the label has negative values{who}; labels are class indices >= 0")
-    target = np.dtype(dtype) if dtype is not None else label_dtype_for(top)
-    if top > np.iinfo(target).max:
-        raise BadLabelUpload(
-            f"the label has class {top}{who}, more than the stored labels' type {target} holds "
-            f"(max {np.iinfo(target).max})"
-        )
-    return np.ascontiguousarray(data.astype(target, copy=False))
+    try:
+        return as_label_array(data, dtype, smallest=True, where=who)
+    except LabelError as err:
+        raise BadLabelUpload(str(err)) from None

@@ -32,12 +32,13 @@ from monai.transforms import Randomizable
 from monai.utils import MAX_SEED
 from torch.utils.data import Dataset
 
-from radiobject_adapter.address import resolve_volume
 from radiobject_adapter.data.config import DatasetConfig, LoadingMode
 from radiobject_adapter.data.labels import LabelSource, chosen_collections, resolve_labels
 from radiobject_adapter.data.patches import patch_affine, read_patch, start_around, uniform_start
 from radiobject_adapter.store.collection import VolumeCollection
-from radiobject_adapter.store.foreground import ForegroundIndex, ensure_foreground_index
+from radiobject_adapter.store.foreground import ForegroundIndex
+from radiobject_adapter.store.labels import ensure_foreground_index
+from radiobject_adapter.store.resolve import resolve_volume
 from radiobject_adapter.volume import Volume
 
 __all__ = ["LabelSource", "SegmentationDataset", "TileDBDataset", "VolumeCollectionDataset"]

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from radiobject_adapter.data.datasets import LabelSource, VolumeCollectionDataset
+from radiobject_adapter.io.ingest import DEFAULT_LABEL_COLLECTIONS
 from radiobject_adapter.store.collection import VolumeCollection
-from radiobject_adapter.store.ingest import DEFAULT_LABEL_COLLECTIONS
 from radiobject_adapter.volume import Volume
 
 __all__ = ["VolumeCollectionSubjectsDataset", "VolumeReader"]

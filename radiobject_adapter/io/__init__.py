@@ -1,4 +1,12 @@
-"""Files in and out of a store: DICOM series, DICOMweb, DICOM SEG.
+"""Files in and out of a store: NIfTI, TIF, DICOM series, DICOMweb, DICOM SEG.
+
+This package reads and writes files; the store's object model and writers are in
+:mod:`radiobject_adapter.store`, which these modules use (never the other way round, except
+``RadiObject.from_niftis`` & co. calling ingest on use).
+
+* :mod:`.nifti`: one NIfTI file as voxels, RAS affine and header facts.
+* :mod:`.ingest`: NIfTI files into a store (pairing, validation, resume); its report and errors.
+* :mod:`.tif`: folders of TIF images into a store (2D paired data).
 
 Modules are imported on use (pydicom, highdicom and dicomweb-client are the ``dicom`` extra):
 

@@ -13,18 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from radiobject_adapter.errors import DicomSeriesError
+
 __all__ = ["DicomSeriesError"]
 
 _POS_TOL_MM = 1e-3  # DS values carry up to 16 characters: rounding stays far below this
 _STEP_REL_TOL = 0.01  # steps may differ by 1 % from the median (scanner rounding)
-
-
-class DicomSeriesError(ValueError):
-    """A series that cannot be read as one regular volume (the message names it)."""
-
-    def __init__(self, series_uid: str, message: str) -> None:
-        super().__init__(f"DICOM series {series_uid}: {message}")
-        self.series_uid = series_uid
 
 
 @dataclass(frozen=True)

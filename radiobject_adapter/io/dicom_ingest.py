@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from radiobject_adapter.config import current_settings
 from radiobject_adapter.io.dicom import DicomSeries, DicomSeriesError, is_dicom_file, load_dicom_series, scan_dicom
-from radiobject_adapter.store.ingest import (
+from radiobject_adapter.io.ingest import (
     IngestError,
     IngestFailure,
     IngestReport,

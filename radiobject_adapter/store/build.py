@@ -127,7 +127,7 @@ def niftis_to_images(
 
 def ingest_nifti_forms(uri: str, images: Mapping[str, Any] | None, kwargs: dict[str, Any]) -> Any:
     """``RadiObject.from_niftis``'s body: the older forms, radiobject-only options, then ingest."""
-    from radiobject_adapter.store.ingest import ingest_niftis
+    from radiobject_adapter.io.ingest import ingest_niftis
 
     images = niftis_to_images(
         images, kwargs.pop("niftis", None), kwargs.pop("image_dir", None), kwargs.pop("collection_name", None)
@@ -143,7 +143,7 @@ def ingest_nifti_forms(uri: str, images: Mapping[str, Any] | None, kwargs: dict[
 
 def _check_subjects_in_table(images: Mapping[str, Any], obs_meta: pd.DataFrame) -> None:
     """radiobject's foreign-key rule: every subject of ``images`` has a row in ``obs_meta``."""
-    from radiobject_adapter.store.ingest import _files_and_subjects
+    from radiobject_adapter.io.ingest import _files_and_subjects
 
     given = {sid for spec in images.values() for _, sid in _files_and_subjects(spec, None)}
     missing = sorted(given - set(obs_meta["obs_subject_id"].astype(str)))
@@ -154,7 +154,7 @@ def _check_subjects_in_table(images: Mapping[str, Any], obs_meta: pd.DataFrame) 
 
 
 def _check_alignment(images: Mapping[str, Any]) -> None:
-    from radiobject_adapter.store.ingest import _files_and_subjects
+    from radiobject_adapter.io.ingest import _files_and_subjects
 
     sets = {name: {s for _, s in _files_and_subjects(spec, None)} for name, spec in images.items()}
     first, ids = next(iter(sets.items()))
@@ -171,7 +171,7 @@ def load_for_build(path: str, reorient: bool | None = None) -> Any:
     canonical (RAS+) orientation with nibabel, voxels and affine together."""
     import nibabel as nib
 
-    from radiobject_adapter.store.nifti import LoadedVolume, load_nifti
+    from radiobject_adapter.io.nifti import LoadedVolume, load_nifti
 
     loaded = load_nifti(str(path), expect_ndim=None)
     if loaded.data.ndim not in (3, 4):
@@ -342,11 +342,13 @@ def copy_collections(
     ctx: tiledb.Ctx | None = None,
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> None:
-    """Write a store at ``uri`` holding a copy of each collection (``{name: VolumeCollection
-    or its URI}``; a restricted collection copies its volumes only), voxels through
-    ``transform`` if given, and the subject table ``obs_meta`` (default: the collections' subjects)."""
-    from radiobject_adapter.store.collection import VolumeCollection
-    from radiobject_adapter.store.ingest import _write_subject_table, load_subject_table
+    """Write a store at ``uri`` holding a copy of each opened ``VolumeCollection`` (``{name:
+    collection}``; a restricted collection copies its volumes only), voxels through
+    ``transform`` if given, and the subject table ``obs_meta`` (default: the collections' subjects).
+
+    Takes collections, not URIs, so that this writer never imports the object model (which
+    imports it): ``RadiObject.from_collections`` opens URIs first."""
+    from radiobject_adapter.io.ingest import _write_subject_table, load_subject_table
 
     if not collections:
         raise ValueError(
@@ -356,7 +358,6 @@ def copy_collections(
     subjects: set[str] = set()
     try:
         for name, col in collections.items():
-            col = col if isinstance(col, VolumeCollection) else VolumeCollection(str(col), name=name)
             vols = [(o, col.loc[o]) for o in col.obs_ids]
             obs = col.obs
             rows = {str(r["obs_id"]): dict(r) for r in obs.to_dict("records")}
@@ -421,7 +422,7 @@ def append_niftis(
 def check_append_subjects(radi: Any, images: Mapping[str, Any], obs_meta: pd.DataFrame | None) -> None:
     """radiobject's rule for ``RadiObject.append``: subjects new to the store need a row in
     ``obs_meta`` (an ``obs_subject_id`` column); raises ``ValueError`` naming them otherwise."""
-    from radiobject_adapter.store.ingest import _files_and_subjects
+    from radiobject_adapter.io.ingest import _files_and_subjects
 
     given = {sid for spec in images.values() for _, sid in _files_and_subjects(spec, None)}
     new = sorted(given - set(radi.obs_subject_ids))

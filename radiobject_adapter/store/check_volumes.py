@@ -79,7 +79,7 @@ def check_foreground_index(
 
 def _rebuild_index(uri: str, newest: int | None, ctx: tiledb.Ctx | None) -> None:
     """Write an index computed from the newest fragment, stamped with it (as
-    :func:`~radiobject_adapter.store.foreground.ensure_foreground_index` does)."""
+    :func:`~radiobject_adapter.store.labels.ensure_foreground_index` does)."""
     from radiobject_adapter.config import forget_array
 
     with tiledb.open(uri, "r", timestamp=newest, ctx=ctx) as arr:

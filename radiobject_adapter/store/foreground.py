@@ -6,6 +6,10 @@ for every sample would cost more than the patch itself, so ingest stores, in the
 array's metadata, up to ``max_per_class`` voxel coordinates per class (all of them when a
 class is smaller: a structure of a few voxels is always found) plus the true counts.
 
+This module is the index itself (no store access). That the index a reader uses describes
+the voxels it reads is kept by :mod:`radiobject_adapter.store.labels` (label writes and
+:func:`~radiobject_adapter.store.labels.ensure_foreground_index`).
+
 Example:
     >>> index = ForegroundIndex.compute(label_array)
     >>> index.sample_center(rng, pos=1, neg=1)       # (x, y, z)
@@ -20,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FOREGROUND_KEYS", "ForegroundIndex", "ensure_foreground_index", "index_collection"]
+__all__ = ["FOREGROUND_KEYS", "ForegroundIndex"]
 
 INDEX_KEY = "foreground_index"
 COUNTS_KEY = "foreground_counts"
@@ -126,77 +130,3 @@ class ForegroundIndex:
         pick = rng.randint(len(pool)) if hasattr(rng, "randint") else rng.integers(len(pool))  # RandomState | Generator
         x, y, z = (int(v) for v in pool[int(pick)])
         return (x, y, z), cls_
-
-
-def _newest_fragment(volume: Any) -> int | None:
-    """Timestamp of the newest fragment the volume reads: up to its time-travel timestamp, or
-    to the moment its (per-process cached) array was opened."""
-    import tiledb
-
-    from radiobject_adapter.config import ctx_for_threads
-
-    limit = volume.timestamp[1] if isinstance(volume.timestamp, tuple) else volume.timestamp
-    if limit is None and hasattr(volume, "_array"):
-        limit = volume._array.timestamp_range[1]
-    stamps = [int(f.timestamp_range[1]) for f in tiledb.array_fragments(volume.uri, ctx=ctx_for_threads())]
-    stamps = [t for t in stamps if limit is None or t <= int(limit)]
-    return max(stamps) if stamps else None
-
-
-def ensure_foreground_index(
-    volume: Any, max_per_class: int = DEFAULT_MAX_PER_CLASS, persist: bool = True
-) -> ForegroundIndex:
-    """The volume's index; built from one full read when missing (stores made before the
-    index existed, or a label save killed before its index was written), and written back to
-    the array's metadata when ``persist`` and writable.
-
-    An index built here records the fragment it was computed from. If another process saved a
-    newer version of the label meanwhile (and this write landed after that version's own
-    index), the recorded fragment is no longer the newest one: the index is then ignored and
-    built again from the voxels readers actually get, never used for another version's voxels.
-    """
-    meta = volume.metadata
-    index = ForegroundIndex.from_metadata(meta)
-    if index is not None and FRAGMENT_KEY not in meta:
-        return index  # written with the voxels (ingest, a label save): always theirs
-    at = _newest_fragment(volume)
-    if index is not None and int(meta[FRAGMENT_KEY]) == at:
-        return index
-    import tiledb
-
-    from radiobject_adapter.config import ctx_for_threads, forget_array
-
-    if at is None:  # nothing written yet: the fill value everywhere
-        data = volume.to_numpy()
-    else:
-        with tiledb.open(volume.uri, "r", timestamp=at, ctx=ctx_for_threads()) as arr:
-            data = arr.query(attrs=(arr.schema.attr(0).name,))[tuple(slice(0, n) for n in arr.schema.shape)]
-            data = data[arr.schema.attr(0).name] if isinstance(data, dict) else data
-    index = ForegroundIndex.compute(data, max_per_class)
-    entries = index.to_metadata(fragment_ts=at)
-    if persist:
-        try:
-            with tiledb.open(volume.uri, "w", ctx=ctx_for_threads()) as arr:
-                for key, value in entries.items():
-                    arr.meta[key] = value
-            forget_array(volume.uri)
-        except tiledb.TileDBError:
-            pass  # read-only store: keep the index in memory for this process
-    volume.__dict__["metadata"] = {**meta, **entries}
-    return index
-
-
-def index_collection(collection: Any, progress: bool = True) -> int:
-    """Build (and store) the foreground index of every label volume lacking one.
-
-    Returns the number of volumes indexed now. Used by ``radiobundles index-foreground``
-    for stores written before the index existed.
-    """
-    from tqdm.auto import tqdm
-
-    done = 0
-    for vol in tqdm(list(collection), desc=f"index {collection.name}", unit="vol", disable=not progress):
-        if ForegroundIndex.from_metadata(vol.metadata) is None:
-            ensure_foreground_index(vol)
-            done += 1
-    return done

@@ -20,9 +20,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["LABEL_CLASSES_KEY", "classes_in_volumes", "declared_label_classes", "label_classes", "parse_label_classes"]
+from radiobject_adapter.store.layout import LABEL_CLASSES_KEY
 
-LABEL_CLASSES_KEY = "label_classes"
+__all__ = ["LABEL_CLASSES_KEY", "classes_in_volumes", "declared_label_classes", "label_classes", "parse_label_classes"]
 
 
 def parse_label_classes(names: Sequence[str] | str) -> list[str]:
@@ -55,7 +55,8 @@ def declared_label_classes(collection: Any) -> list[str] | None:
 
 
 def _volume_classes(volume: Any) -> set[int]:
-    from radiobject_adapter.store.foreground import COUNTS_KEY, ensure_foreground_index
+    from radiobject_adapter.store.foreground import COUNTS_KEY
+    from radiobject_adapter.store.labels import ensure_foreground_index
 
     counts = volume.metadata.get(COUNTS_KEY)
     if counts is not None:

@@ -20,10 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 import tiledb
 
+from radiobject_adapter.errors import FormatVersionError
+
 __all__ = [
     "FORMAT_VERSION",
     "FORMAT_VERSION_KEY",
     "INDEX_COLUMNS",
+    "LABEL_CLASSES_KEY",
     "TILINGS",
     "VOXELS",
     "FormatVersionError",
@@ -41,11 +44,9 @@ FORMAT_VERSION = 1
 FORMAT_VERSION_KEY = "radiobundles_format_version"
 VOXELS = "voxels"
 INDEX_COLUMNS = ("obs_subject_id", "obs_id")
+# a label collection group's class names (JSON list), see radiobject_adapter.store.label_classes
+LABEL_CLASSES_KEY = "label_classes"
 TILINGS = ("isotropic", "axial", "sagittal", "coronal")
-
-
-class FormatVersionError(RuntimeError):
-    """The store was written by a newer radiobundles than this one."""
 
 
 def join_uri(base: str, *parts: str) -> str:

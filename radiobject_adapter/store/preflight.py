@@ -18,6 +18,8 @@ import errno
 import os
 import uuid
 
+from radiobject_adapter.errors import StoreLocationError
+
 __all__ = ["StoreLocationError", "check_store_location", "describe_write_error"]
 
 _S3_HINT = (
@@ -25,10 +27,6 @@ _S3_HINT = (
     "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, and create the bucket first"
 )
 _READ_ONLY = ("permission denied", "read-only file system", "operation not permitted")
-
-
-class StoreLocationError(ValueError):
-    """A store cannot be written at this location (the message says why and what to do)."""
 
 
 def _endpoint_description() -> str:

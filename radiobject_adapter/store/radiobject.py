@@ -22,6 +22,7 @@ import tiledb
 
 from radiobject_adapter.address import volume_address
 from radiobject_adapter.config import ctx_for_threads, with_retries
+from radiobject_adapter.errors import StoreNotFoundError
 from radiobject_adapter.store.collection import VolumeCollection
 from radiobject_adapter.store.dataframe import read_dataframe
 from radiobject_adapter.store.layout import collection_uri, drop_torn_fragments, join_uri, read_format_version
@@ -30,10 +31,6 @@ from radiobject_adapter.store.selection import SubjectSelection
 from radiobject_adapter.store.table import Table
 
 __all__ = ["RadiObject", "StoreNotFoundError", "is_store", "split_subjects"]
-
-
-class StoreNotFoundError(FileNotFoundError):
-    """The URI does not hold a radiobundles / RadiObject store."""
 
 
 def is_store(uri: str) -> bool:
@@ -161,7 +158,11 @@ class RadiObject(SubjectSelection):
         """
         from radiobject_adapter.store.build import copy_collections
 
-        copy_collections(uri, collections, obs_meta, ctx=ctx)
+        opened = {
+            name: col if isinstance(col, VolumeCollection) else VolumeCollection(str(col), name=name)
+            for name, col in collections.items()
+        }
+        copy_collections(uri, opened, obs_meta, ctx=ctx)
         return cls(uri, ctx)
 
     _from_volume_collections = from_collections  # radiobject's test fixtures call the private name
@@ -200,7 +201,7 @@ class RadiObject(SubjectSelection):
             IngestError: some series were rejected (the others are written; the message lists them).
         """
         from radiobject_adapter.io.dicom_ingest import ingest_dicoms
-        from radiobject_adapter.store.ingest import IngestError
+        from radiobject_adapter.io.ingest import IngestError
 
         report = ingest_dicoms(uri, sources, **kwargs)
         if report.failures:

@@ -23,6 +23,7 @@ from radiobject_adapter.store.dataframe import create_dataframe, read_dataframe,
 from radiobject_adapter.store.layout import (
     FORMAT_VERSION,
     FORMAT_VERSION_KEY,
+    LABEL_CLASSES_KEY,
     Tiling,
     affine_to_json,
     collection_uri,
@@ -173,7 +174,6 @@ class StoreWriter:
         Raises:
             ValueError: the collection already declares other classes.
         """
-        from radiobject_adapter.store.label_classes import LABEL_CLASSES_KEY
 
         uri = self.ensure_collection(name)
         with tiledb.Group(uri, "r", ctx=self.ctx) as grp:

@@ -1,4 +1,12 @@
-"""Test helpers shipped with radiobject_adapter (optional ``s3`` extra for the S3 server).
+"""Local servers and synthetic files for your own tests and demos of radiobundles.
+
+* :mod:`.s3server`: moto's S3 server on 127.0.0.1 in a child process, with a bucket (the ``s3``
+  extra): test code that reads or writes ``s3://`` stores without a cloud account;
+* :mod:`.orthanc`: Orthanc with DICOMweb on 127.0.0.1 (``make orthanc``, ``make demo-dicom``);
+* :mod:`.dicom`: synthetic DICOM CT series written with pydicom (the DICOM demo and benchmark).
+
+The repository's own test harness (a fault-injecting proxy, the kill-point fork server) is
+not shipped: it lives in ``tests/harness/``.
 
 Example:
     >>> from radiobject_adapter.testing import s3_server
@@ -8,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-from radiobject_adapter.testing.faultproxy import FaultProxy, FaultProxyError
 from radiobject_adapter.testing.s3server import S3Server, S3ServerError, moto_version, s3_server
 
-__all__ = ["FaultProxy", "FaultProxyError", "S3Server", "S3ServerError", "moto_version", "s3_server"]
+__all__ = ["S3Server", "S3ServerError", "moto_version", "s3_server"]

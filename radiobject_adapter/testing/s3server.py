@@ -44,12 +44,14 @@ from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from radiobject_adapter.errors import RadiobundlesError
+
 __all__ = ["S3Server", "S3ServerError", "moto_version", "s3_server"]
 
 HOST = "127.0.0.1"
 
 
-class S3ServerError(RuntimeError):
+class S3ServerError(RadiobundlesError, RuntimeError):
     """The loopback S3 server could not be started."""
 
 

@@ -18,18 +18,13 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-import nibabel as nib
 import numpy as np
-import tiledb
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
 from radiobject_adapter import RadiObject
 from radiobject_adapter.address import is_volume_address, parse_address
-from radiobject_adapter.config import ctx_for_threads, forget_array
-from radiobject_adapter.store.foreground import ForegroundIndex
-from radiobject_adapter.store.layout import affine_to_json, make_obs_id
-from radiobject_adapter.store.writer import StoreWriter
+from radiobject_adapter.store.labels import LabelError, find_label, write_label
 from radiobundles.addresses import restore_address
 from radiobundles.ct3d.metrics import subject_id_of
 from radiobundles.ct3d.visualize import label_map
@@ -46,103 +41,34 @@ def subject_name_formatter(metadict: Mapping[str, Any] | None, saver: Transform)
     return {"subject": subject, "idx": (metadict or {}).get("patch_index")}
 
 
-def _existing(store: str, collection: str, subject_id: str) -> str | None:
-    radi = RadiObject(store)
-    if collection not in radi.collection_names:
-        return None
-    coll = radi.collection(collection)
-    volume = coll.get(subject_id)
-    if volume is None and make_obs_id(subject_id, collection) in coll.pending:
-        # an earlier write killed between registering the volume and its obs row: finish it
-        # (row from the volume's metadata) and write the new prediction as its next fragment
-        writer = StoreWriter(store)
-        try:
-            writer.existing_obs_ids(collection)
-            writer.update_counters([collection])
-        finally:
-            writer.close()
-        volume = coll.refresh().get(subject_id)
-    return volume.uri if volume is not None else None
-
-
-def _overwrite(uri: str, data: np.ndarray, meta: Mapping[str, Any]) -> None:
-    """A new fragment of ``data`` with ``meta``, in two writes no kill can tear: first the old
-    foreground index is removed (it must never describe the new voxels), then the voxels and
-    the new metadata, one millisecond later (the earlier prediction stays readable by time
-    travel, with its own index)."""
-    import time
-
-    from radiobject_adapter.store.foreground import FOREGROUND_KEYS
-
-    newest = max((int(f.timestamp_range[1]) for f in tiledb.array_fragments(uri, ctx=ctx_for_threads())), default=0)
-    before = max(time.time_ns() // 1_000_000, newest + 1)
-    while time.time_ns() // 1_000_000 <= before:  # a stamp in the future would hide the fragment
-        time.sleep(0.001)
-    with tiledb.open(uri, "w", timestamp=before, ctx=ctx_for_threads()) as arr:
-        for key in FOREGROUND_KEYS:
-            del arr.meta[key]  # a missing key is no error
-    with tiledb.open(uri, "w", timestamp=before + 1, ctx=ctx_for_threads()) as arr:
-        arr[tuple(slice(0, n) for n in data.shape)] = data
-        for key, value in meta.items():
-            arr.meta[key] = value
-    forget_array(uri)
-
-
 def write_label_volume(
     store: str, collection: str, subject_id: str, data: np.ndarray, affine: np.ndarray, source: str = ""
 ) -> str:
     """Write a label map of one subject into ``collection`` of ``store``; returns the array URI.
 
-    A subject already in the collection (same shape) is overwritten as a new fragment; its
-    earlier content stays readable with ``Volume(uri, timestamp=...)``.
+    A subject already in the collection (same shape) gets a new version (fragment); its
+    earlier content stays readable with ``Volume(uri, timestamp=...)``. The obs row and
+    ``source_path`` keep describing the volume (its first write); each prediction's source goes
+    with its own fragment (``prediction_source``). Written by the data layer's label writer
+    (:func:`radiobject_adapter.store.labels.write_label`), like MONAI Label's saves.
 
     Raises:
         ValueError: the subject's existing volume has another shape.
     """
     data = np.ascontiguousarray(data, dtype=np.uint8)
-    affine = np.asarray(affine, dtype=np.float64)
-    index_meta = ForegroundIndex.compute(data).to_metadata()
-    spacing = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
-    obs_row = {
-        "series_type": collection,
-        "voxel_spacing": str(spacing),
-        "dimensions": str(data.shape),
-        "axcodes": "".join(nib.aff2axcodes(affine)),
-        "affine_json": affine_to_json(affine),
-        "source_path": source,
-    }
-    existing = _existing(store, collection, subject_id)
-    if existing is not None:
-        with tiledb.open(existing, "r", ctx=ctx_for_threads()) as arr:
-            shape = arr.schema.shape
-        if tuple(shape) != data.shape:
-            raise ValueError(
-                f"{collection!r} of {store!r} already holds a volume of shape {tuple(shape)} for {subject_id!r}, "
-                f"the prediction has {data.shape}; write into another collection (--pred_collection)"
-            )
-        # the obs row and `source_path` keep describing the volume (its first write); this
-        # prediction's source goes with its fragment, readable by time travel: one commit, so
-        # no kill can leave a row that disagrees with its volume
-        _overwrite(
-            existing, data, {"orientation_affine": affine_to_json(affine), PREDICTION_SOURCE: source, **index_meta}
-        )
-        return existing
-    writer = StoreWriter(store)
     try:
-        uri = writer.write_volume(
+        return write_label(
+            store,
             collection,
             subject_id,
-            make_obs_id(subject_id, collection),
             data,
             affine,
-            meta={"source_path": source, PREDICTION_SOURCE: source},
-            obs_row=obs_row,
-            raw_meta=index_meta,
-            counters=True,
-        )
-    finally:
-        writer.close()
-    return uri
+            uri=find_label(RadiObject(store), collection, subject_id),
+            version_meta={PREDICTION_SOURCE: source},
+            source_path=source,
+        ).uri
+    except LabelError as err:
+        raise LabelError(f"{err} (--pred_collection)") from None
 
 
 class SaveToStored(MapTransform):

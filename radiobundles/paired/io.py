@@ -25,7 +25,7 @@ from monai.data.image_reader import _copy_compatible_dict, _stack_images
 from monai.transforms import MapTransform, Resize
 from monai.utils import MetaKeys, ensure_tuple
 
-from radiobject_adapter.store.tif import TIF_SUFFIXES, load_tif
+from radiobject_adapter.io.tif import TIF_SUFFIXES, load_tif
 
 __all__ = ["SaveGeneratedImaged", "TifReader", "to_uint8", "write_png", "write_tif"]
 

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from radiobject_adapter.address import volume_address
+from radiobject_adapter.errors import RadiobundlesError
+from radiobject_adapter.io.tif import TIF_SUFFIXES
 from radiobject_adapter.store.naming import strip_suffix
 from radiobject_adapter.store.radiobject import is_store
-from radiobject_adapter.store.tif import TIF_SUFFIXES
 from radiobundles.paired.transforms import STORE_READER, TIF_READER
 
 __all__ = ["ImageSource", "PairingReport", "UnpairedImagesError", "is_store", "open_source", "pair_sources"]
@@ -33,7 +34,7 @@ __all__ = ["ImageSource", "PairingReport", "UnpairedImagesError", "is_store", "o
 logger = logging.getLogger(__name__)
 
 
-class UnpairedImagesError(ValueError):
+class UnpairedImagesError(RadiobundlesError, ValueError):
     """Some names exist in one folder (or collection) and not in the other."""
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 
 from radiobject_adapter import RadiObject
-from radiobject_adapter.store.ingest import DEFAULT_LABEL_COLLECTIONS
+from radiobject_adapter.io.ingest import DEFAULT_LABEL_COLLECTIONS
 from radiobundles.datalists import detect_source
 
 __all__ = ["LOADING_MODES", "resolve_image_collection", "slice_loading"]

@@ -15,7 +15,7 @@ After every kill:
 Then the bundle's own command line (``python -m monai.bundle run ... --resume true``) finishes
 the training from ``last.pt``: every epoch trained once in the step count, ``model.pt`` written.
 Workers are forked from one process that imported MONAI, torch and TileDB once
-(:class:`radiobject_adapter.testing.kill.ForkServer`).
+(:class:`tests.harness.kill.ForkServer`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import torch
 from monai.networks.nets import UNet
 
 from radiobject_adapter import RadiObject
-from radiobject_adapter.testing.kill import ForkServer, arm_kill
+from tests.harness.kill import ForkServer, arm_kill
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "ct_segmentation_3d"
 TRAIN = str(BUNDLE / "configs" / "train.json")

@@ -161,7 +161,7 @@ def test_inference_writes_a_tif_and_png_per_condition_image_at_its_original_size
 
 @pytest.mark.slow
 def test_bundle_reads_a_store_made_by_tif_ingest(data, tmp_path):
-    from radiobject_adapter.store.tif import ingest_tifs
+    from radiobject_adapter.io.tif import ingest_tifs
 
     store = str(tmp_path / "store")
     assert ingest_tifs(store, {"edente": data.target_dir, "dente": data.condition_dir}, progress=False).ok

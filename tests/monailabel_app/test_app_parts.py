@@ -16,7 +16,7 @@ from monailabel_app.lib.cache import NiftiCache
 from monailabel_app.lib.conf import AppConf
 from monailabel_app.lib.errors import InvalidRequest
 from monailabel_app.lib.train import bundle_overrides, load_datalist
-from monailabel_app.lib.versions import fragment_timestamps, list_versions, next_timestamp, write_version
+from radiobject_adapter.store.label_versions import fragment_timestamps, list_versions, next_timestamp, write_version
 
 BUNDLE = "ct_segmentation_3d"
 

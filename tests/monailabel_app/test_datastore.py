@@ -13,9 +13,9 @@ import tiledb
 from monailabel_app.lib.datastore import TileDBDatastore
 from monailabel_app.lib.errors import BadLabelUpload, ImageNotFound, InvalidRequest, LabelNotFound, NotAllowed
 from monailabel_app.lib.image_info import ImageInfoStore
-from monailabel_app.lib.versions import fragment_timestamps
 from radiobject_adapter import RadiObject, TileDBReader, Volume
 from radiobject_adapter.store.foreground import ForegroundIndex
+from radiobject_adapter.store.label_versions import fragment_timestamps
 
 
 @pytest.fixture

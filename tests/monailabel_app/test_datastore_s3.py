@@ -27,8 +27,8 @@ from monailabel.client import MONAILabelClient
 from monailabel_app.lib.conf import AppConf, placeholder_root, store_from_studies
 from monailabel_app.lib.datastore import TileDBDatastore
 from monailabel_app.lib.errors import LabelNotFound
-from monailabel_app.lib.versions import fragment_timestamps, read_version
 from radiobject_adapter import RadiObject, TileDBReader, ingest_niftis
+from radiobject_adapter.store.label_versions import fragment_timestamps, read_version
 from radiobject_adapter.synthetic import make_ct_dataset
 from radiobject_adapter.testing import S3Server
 

@@ -20,7 +20,7 @@ After every kill:
 
 Then a worker without a kill saves what is left, and every planned save is there exactly
 once, in order. Workers are forked from one process that imported MONAI and TileDB once
-(:class:`radiobject_adapter.testing.kill.ForkServer`), so a kill point costs a fraction of a
+(:class:`tests.harness.kill.ForkServer`), so a kill point costs a fraction of a
 second rather than a Python start.
 """
 
@@ -43,8 +43,8 @@ import pytest
 from monailabel_app.lib.datastore import TileDBDatastore
 from radiobject_adapter import RadiObject, Volume
 from radiobject_adapter.config import reset_caches
-from radiobject_adapter.store.foreground import ensure_foreground_index
-from radiobject_adapter.testing.kill import CallCounter, ForkServer, arm_kill
+from radiobject_adapter.store.labels import ensure_foreground_index
+from tests.harness.kill import CallCounter, ForkServer, arm_kill
 
 IMAGES = [f"case_{i:03d}" for i in range(6)]
 GROUND_TRUTH = ("case_000", "case_001")  # labelled at ingest (conftest's N_LABELLED)

@@ -15,8 +15,8 @@ import pytest
 import requests
 from monailabel.client import MONAILabelClient
 
-from monailabel_app.lib.versions import fragment_timestamps, read_version
 from radiobject_adapter import RadiObject
+from radiobject_adapter.store.label_versions import fragment_timestamps, read_version
 
 MODEL = "ct_segmentation_3d"
 

@@ -17,8 +17,8 @@ from monailabel_app.lib.datastore import TileDBDatastore
 from monailabel_app.lib.errors import BadLabelUpload, InvalidRequest
 from monailabel_app.lib.local_datastore import CheckedLocalDatastore
 from monailabel_app.lib.uploads import nrrd_affine
-from monailabel_app.lib.versions import fragment_timestamps, read_version
 from radiobject_adapter import RadiObject
+from radiobject_adapter.store.label_versions import fragment_timestamps, read_version
 
 DICOM_NAME = "3: CT ABDOMEN W/CONTRAST"
 

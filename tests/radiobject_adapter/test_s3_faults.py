@@ -1,7 +1,7 @@
 """S3 reads under injected faults: 503 bursts, dropped and hung connections, outages.
 
 Setup: moto's S3 server (child process, :mod:`radiobject_adapter.testing.s3server`) behind a
-fault-injecting TCP proxy (child process, :mod:`radiobject_adapter.testing.faultproxy`);
+fault-injecting TCP proxy (child process, :mod:`tests.harness.faultproxy`);
 TileDB's own S3 client (AWS SDK for C++ over curl) talks to the proxy. Nothing in
 radiobject_adapter is mocked. Every fault test checks the proxy's counters, so a test that
 passes has really been served the faults it claims.
@@ -54,7 +54,7 @@ from radiobject_adapter import (
 from radiobject_adapter.config import current_settings, reset_caches
 from radiobject_adapter.synthetic import SyntheticDataset
 from radiobject_adapter.testing import S3Server, s3_server
-from radiobject_adapter.testing.faultproxy import FaultProxy
+from tests.harness.faultproxy import FaultProxy
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.integration]
 

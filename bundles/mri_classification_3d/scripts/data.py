@@ -41,7 +41,7 @@ from radiobject_adapter.data.loaders import (
     create_validation_dataloader,
     make_dataloader,
 )
-from radiobject_adapter.store.ingest import load_subject_table
+from radiobject_adapter.io.ingest import load_subject_table
 from radiobject_adapter.store.naming import discover_files, subject_id_from_path
 from radiobject_adapter.store.radiobject import RadiObject, StoreNotFoundError, split_subjects
 

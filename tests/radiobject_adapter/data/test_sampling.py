@@ -15,7 +15,8 @@ from radiobject_adapter import (
     TileDBStats,
     create_segmentation_dataloader,
 )
-from radiobject_adapter.store.foreground import FOREGROUND_KEYS, ensure_foreground_index
+from radiobject_adapter.store.foreground import FOREGROUND_KEYS
+from radiobject_adapter.store.labels import ensure_foreground_index
 
 
 def _starts(loader, epochs: int = 1) -> list[list[tuple[int, ...]]]:

@@ -115,7 +115,7 @@ def test_dicom_and_nifti_collections_are_not_mixed(tmp_path, dicom_tree, synthet
 
 
 def test_from_dicoms_opens_the_store_or_lists_rejected_series(tmp_path, dicom_tree):
-    from radiobject_adapter.store.ingest import IngestError
+    from radiobject_adapter.io.ingest import IngestError
 
     root, vols = dicom_tree
     radi = RadiObject.from_dicoms(str(tmp_path / "a"), {"CT": root}, rules=RULES, progress=False)

@@ -3,7 +3,7 @@ leaves; it never deletes a volume or a label version.
 
 Each damaged store is made by a real kill: an ingest worker dies by ``SIGKILL`` just before
 the store write that would have completed the step (found in the writer's own log of store
-writes, see :func:`~radiobject_adapter.testing.kill.arm_store_kill`). Damage a kill can no
+writes, see :func:`~tests.harness.kill.arm_store_kill`). Damage a kill can no
 longer produce with this version's write order (a stale foreground index trusted by readers,
 a torn metadata file, a row without its volume) is made by reproducing the exact files.
 """
@@ -24,8 +24,8 @@ from radiobject_adapter.cli import main
 from radiobject_adapter.config import reset_caches
 from radiobject_adapter.store.check import check_store
 from radiobject_adapter.store.dataframe import read_dataframe, write_rows
-from radiobject_adapter.store.foreground import ensure_foreground_index
-from radiobject_adapter.testing.kill import ForkServer, read_op_log
+from radiobject_adapter.store.labels import ensure_foreground_index
+from tests.harness.kill import ForkServer, read_op_log
 
 KILL_POINTS_TEST = str(Path(__file__).with_name("test_kill_points.py"))
 
@@ -41,7 +41,7 @@ def kills(tmp_path_factory):
     sys.modules[spec.name] = cases  # dataclasses look their module up there
     spec.loader.exec_module(cases)  # the sibling test's inputs and writers
     root = tmp_path_factory.mktemp("check")
-    with ForkServer(preload=["radiobject_adapter.store.ingest"], modules={"t": KILL_POINTS_TEST}) as server:
+    with ForkServer(preload=["radiobject_adapter.io.ingest"], modules={"t": KILL_POINTS_TEST}) as server:
         case = cases._make_case("nifti_ingest", root / "case", server)
         log = root / "ops.log"
         ref = root / "reference"

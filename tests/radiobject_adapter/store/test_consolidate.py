@@ -11,12 +11,12 @@ import numpy as np
 import tiledb
 
 from monailabel_app.lib.store_access import StoreAccess
-from monailabel_app.lib.versions import list_versions, read_version
 from radiobject_adapter import RadiObject, Volume
 from radiobject_adapter.cli import main
 from radiobject_adapter.config import reset_caches
+from radiobject_adapter.io.ingest import ingest_niftis
 from radiobject_adapter.store.check import check_store
-from radiobject_adapter.store.ingest import ingest_niftis
+from radiobject_adapter.store.label_versions import list_versions, read_version
 from radiobject_adapter.store.lease import WriterLease
 
 

@@ -4,7 +4,7 @@ For each writer (NIfTI ingest, a second ingest that appends subjects and updates
 table, TIF ingest, DICOM series ingest with its key tags, the label app's label save, prediction write-back, the foreground-index
 build, consolidation) a counting run logs each TileDB write, metadata put/delete, group
 add, commit, consolidation and folder removal it makes (``N`` of them, see
-:func:`~radiobject_adapter.testing.kill.arm_store_kill`). Then, for ``n = 1..N``, a worker
+:func:`~tests.harness.kill.arm_store_kill`). Then, for ``n = 1..N``, a worker
 forked from one preloaded server runs the writer on a fresh copy of its starting store and
 dies by ``SIGKILL`` just before its ``n``-th write. After each kill:
 
@@ -39,8 +39,9 @@ import tiledb
 from radiobject_adapter import RadiObject
 from radiobject_adapter.config import reset_caches
 from radiobject_adapter.store.check import check_store
-from radiobject_adapter.store.foreground import COUNTS_KEY, ensure_foreground_index
-from radiobject_adapter.testing.kill import ForkServer, arm_store_kill, read_op_log
+from radiobject_adapter.store.foreground import COUNTS_KEY
+from radiobject_adapter.store.labels import ensure_foreground_index
+from tests.harness.kill import ForkServer, arm_store_kill, read_op_log
 
 SHAPE = (8, 8, 8)
 SUBJECTS = ("case_a", "case_b", "case_c")
@@ -55,14 +56,14 @@ def _dicom_age(i: int) -> str:
 # the writers (run in forked workers)
 # ---------------------------------------------------------------------------------------------
 def _nifti_ingest(store: str, inputs: dict) -> None:
-    from radiobject_adapter.store.ingest import ingest_niftis
+    from radiobject_adapter.io.ingest import ingest_niftis
 
     images = {"CT": inputs["ct"], "seg": inputs["seg"]}
     ingest_niftis(store, images, obs_meta=inputs["table"], progress=False, tile_extent=8)
 
 
 def _tif_ingest(store: str, inputs: dict) -> None:
-    from radiobject_adapter.store.tif import ingest_tifs
+    from radiobject_adapter.io.tif import ingest_tifs
 
     ingest_tifs(store, {"dente": inputs["tif"]}, progress=False)
 
@@ -75,7 +76,7 @@ def _dicom_ingest(store: str, inputs: dict) -> None:
 
 def _label_saves(store: str, inputs: dict) -> None:
     from monailabel_app.lib.store_access import StoreAccess
-    from monailabel_app.lib.versions import list_versions
+    from radiobject_adapter.store.label_versions import list_versions
 
     access = StoreAccess(store, "CT", "seg", listing_ttl=0.0)
     for save in inputs["plan"]:
@@ -94,7 +95,7 @@ def _prediction_writes(store: str, inputs: dict) -> None:
 
 
 def _foreground_index(store: str, inputs: dict) -> None:
-    from radiobject_adapter.store.foreground import index_collection
+    from radiobject_adapter.store.labels import index_collection
 
     index_collection(RadiObject(store).seg, progress=False)
 
@@ -118,7 +119,7 @@ WRITERS: dict[str, Callable[[str, dict], None]] = {
 
 
 def _ct_ingest(store: str, inputs: dict) -> None:
-    from radiobject_adapter.store.ingest import ingest_niftis
+    from radiobject_adapter.io.ingest import ingest_niftis
 
     ingest_niftis(store, {"CT": inputs["ct"]}, progress=False, tile_extent=8)
 
@@ -296,7 +297,7 @@ def _assert_consistent(store: Path, case: Case, writer: str, final: bool) -> Non
 
 
 def _assert_label_versions(radi: RadiObject, case: Case, final: bool) -> None:
-    from monailabel_app.lib.versions import list_versions, read_version
+    from radiobject_adapter.store.label_versions import list_versions, read_version
 
     planned = {item["save_id"]: np.load(item["file"]) for item in case.inputs["plan"]}
     seen: list[str] = []
@@ -318,8 +319,8 @@ def _assert_label_versions(radi: RadiObject, case: Case, final: bool) -> None:
 @pytest.fixture(scope="module")
 def server():
     preload = [
-        "radiobject_adapter.store.ingest",
-        "radiobject_adapter.store.tif",
+        "radiobject_adapter.io.ingest",
+        "radiobject_adapter.io.tif",
         "radiobject_adapter.io.dicom_ingest",
         "pydicom",
         "radiobject_adapter.store.check",

@@ -3,7 +3,7 @@
 
 The damaged store comes from a real kill: a forked ingest dies by ``SIGKILL`` just before the
 first ``obs`` row write that follows the first voxel write (the writer's own log of store
-writes, see :func:`~radiobject_adapter.testing.kill.arm_store_kill`). The rerun runs here, in
+writes, see :func:`~tests.harness.kill.arm_store_kill`). The rerun runs here, in
 this process, so that its report can be read.
 """
 
@@ -18,7 +18,7 @@ import pytest
 from radiobject_adapter import RadiObject
 from radiobject_adapter.config import reset_caches
 from radiobject_adapter.store.check import check_store
-from radiobject_adapter.testing.kill import ForkServer, read_op_log
+from tests.harness.kill import ForkServer, read_op_log
 
 KILL_POINTS_TEST = str(Path(__file__).with_name("test_kill_points.py"))
 
@@ -30,7 +30,7 @@ def cases():
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
-    preload = ["radiobject_adapter.store.ingest", "radiobject_adapter.store.tif", "radiobject_adapter.io.dicom_ingest"]
+    preload = ["radiobject_adapter.io.ingest", "radiobject_adapter.io.tif", "radiobject_adapter.io.dicom_ingest"]
     with ForkServer(preload=preload, modules={"t": KILL_POINTS_TEST}) as server:
         yield module, server
 
@@ -38,12 +38,12 @@ def cases():
 def _ingest(writer: str, store: str, inputs: dict):
     """The writer's ingest call, as the kill-point test's workers make it, returning its report."""
     if writer == "nifti_ingest":
-        from radiobject_adapter.store.ingest import ingest_niftis
+        from radiobject_adapter.io.ingest import ingest_niftis
 
         images = {"CT": inputs["ct"], "seg": inputs["seg"]}
         return ingest_niftis(store, images, obs_meta=inputs["table"], progress=False, tile_extent=8)
     if writer == "tif_ingest":
-        from radiobject_adapter.store.tif import ingest_tifs
+        from radiobject_adapter.io.tif import ingest_tifs
 
         return ingest_tifs(store, {"dente": inputs["tif"]}, progress=False)
     from radiobject_adapter.io.dicom_ingest import ingest_dicoms

@@ -30,7 +30,7 @@ def paired_tifs(tmp_path_factory: pytest.TempPathFactory) -> PairedTifDataset:
 @pytest.fixture(scope="module")
 def paired_store(paired_tifs: PairedTifDataset, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The same pairs ingested into a store (collections ``edente`` and ``dente``)."""
-    from radiobject_adapter.store.tif import ingest_tifs
+    from radiobject_adapter.io.tif import ingest_tifs
 
     uri = str(tmp_path_factory.mktemp("paired_store") / "store")
     report = ingest_tifs(uri, {"edente": paired_tifs.target_dir, "dente": paired_tifs.condition_dir}, progress=False)

@@ -9,8 +9,8 @@ import pytest
 import tifffile
 
 from radiobject_adapter import RadiObject
-from radiobject_adapter.store.ingest import IngestError
-from radiobject_adapter.store.tif import ingest_tifs, is_tif_spec, load_tif, tif_subject_id
+from radiobject_adapter.io.ingest import IngestError
+from radiobject_adapter.io.tif import ingest_tifs, is_tif_spec, load_tif, tif_subject_id
 
 
 def _write(folder, name: str, image: np.ndarray) -> str:

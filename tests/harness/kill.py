@@ -375,5 +375,7 @@ class ForkServer:
 if __name__ == "__main__":
     if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
         sys.path.pop(0)  # run as a script: this folder must not shadow top-level modules
+    # the repository root, so that test files loaded by path can import ``tests.harness``
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     _config = json.loads(sys.argv[1])
     _serve(_config["preload"], _config["files"])

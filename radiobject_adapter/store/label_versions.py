@@ -18,7 +18,7 @@ version's foreground index, one millisecond earlier; then the voxels (a fragment
 whole or not at all) and the new foreground index. Killed after the first write, the record
 names no fragment and lists nothing; killed after the voxels, the version is whole and
 attributed, and readers that find no foreground index compute it from the voxels they read
-(:func:`~radiobject_adapter.store.foreground.ensure_foreground_index`, which also rebuilds an
+(:func:`~radiobject_adapter.store.labels.ensure_foreground_index`, which also rebuilds an
 index it finds made for an older fragment), never using another
 version's.
 
@@ -153,13 +153,14 @@ def record_metadata(ts: int, record: Mapping[str, Any]) -> dict[str, str]:
     return {_record_key(ts): _record_json(record, ts)}
 
 
-def _begin_version(uri: str, at: int, ts: int, record: Mapping[str, Any]) -> None:
-    """Step 1 of a save, at ``at`` (just before ``ts``): the record of version ``ts``, and no
-    foreground index any more (the previous version's must never describe the new voxels)."""
+def _begin_version(uri: str, at: int, ts: int, record: Mapping[str, Any] | None) -> None:
+    """Step 1 of a save, at ``at`` (just before ``ts``): the record of version ``ts`` (if any),
+    and no foreground index any more (the previous version's must never describe the new voxels)."""
     with tiledb.open(uri, "w", timestamp=at, ctx=ctx_for_threads()) as arr:
-        arr.meta[_record_key(ts)] = _record_json(record, ts)
+        if record is not None:
+            arr.meta[_record_key(ts)] = _record_json(record, ts)
         for key in FOREGROUND_KEYS:
-            del arr.meta[key]
+            del arr.meta[key]  # a missing key is no error
 
 
 def _commit_version(uri: str, ts: int, data: np.ndarray, meta: Mapping[str, Any]) -> None:
@@ -170,8 +171,13 @@ def _commit_version(uri: str, ts: int, data: np.ndarray, meta: Mapping[str, Any]
             arr.meta[key] = value
 
 
-def write_version(uri: str, data: np.ndarray, record: Mapping[str, Any], extra_meta: Mapping[str, Any] = ()) -> int:
+def write_version(
+    uri: str, data: np.ndarray, record: Mapping[str, Any] | None, extra_meta: Mapping[str, Any] = ()
+) -> int:
     """Write ``data`` as the newest version of the label at ``uri``; returns its timestamp.
+
+    ``record`` (who/when/how) is listed by :func:`list_versions`; ``None`` writes none (the
+    version then lists with ``source="store"``, as a fragment another tool wrote).
 
     The caller serialises saves of one array (a lock); the timestamp is strictly larger than
     every existing fragment's and record's, so "latest" is always this save until the next

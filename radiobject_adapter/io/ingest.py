@@ -24,12 +24,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from radiobject_adapter.config import current_settings
+from radiobject_adapter.errors import IngestError
+from radiobject_adapter.io.nifti import LoadedVolume, load_nifti
 from radiobject_adapter.store.dataframe import column_dtype
 from radiobject_adapter.store.foreground import ForegroundIndex
 from radiobject_adapter.store.label_classes import parse_label_classes
+from radiobject_adapter.store.labels import LabelError, as_label_array, check_label_grid
 from radiobject_adapter.store.layout import Tiling, make_obs_id
 from radiobject_adapter.store.naming import discover_files, subject_id_from_path
-from radiobject_adapter.store.nifti import LoadedVolume, load_nifti
 from radiobject_adapter.store.writer import StoreWriter
 
 __all__ = [
@@ -42,10 +44,6 @@ __all__ = [
 ]
 
 DEFAULT_LABEL_COLLECTIONS = frozenset({"seg", "label", "labels", "mask", "masks"})
-
-
-class IngestError(ValueError):
-    """The inputs cannot be ingested as given (nothing was written)."""
 
 
 @dataclass(frozen=True)
@@ -152,17 +150,17 @@ def _files_and_subjects(spec: Any, subject_pattern: str | None) -> list[tuple[st
 
 
 def _check_pair(image: LoadedVolume, label: LoadedVolume, atol: float) -> str | None:
-    if image.data.shape[:3] != label.data.shape[:3]:
-        return (
-            f"label shape {label.data.shape} != image shape {image.data.shape} "
-            f"({label.path} vs {image.path}); re-export the label on the image grid"
+    try:
+        check_label_grid(
+            label.data.shape[:3],
+            label.affine,
+            image.data.shape[:3],
+            image.affine,
+            atol,
+            f" ({label.path} vs {image.path})",
         )
-    diff = float(np.abs(image.affine - label.affine).max())
-    if diff > atol:
-        return (
-            f"label affine differs from image affine by up to {diff:.4g} (> {atol}) "
-            f"({label.path} vs {image.path}); resample the label onto the image"
-        )
+    except LabelError as err:
+        return str(err)
     return None
 
 
@@ -175,21 +173,8 @@ def _nonfinite(vol: LoadedVolume) -> str | None:
 
 def _as_label(vol: LoadedVolume, max_label: int | None = None) -> LoadedVolume:
     """Labels are integer class maps: float labels with whole values become integers."""
-    if max_label is not None and vol.data.size and float(vol.data.max()) > max_label:
-        found = sorted(int(v) for v in np.unique(vol.data) if v > max_label)[:10]
-        raise ValueError(f"label {vol.path} has classes {found} beyond the declared maximum {max_label}")
-    if vol.data.dtype.kind in "iub":
-        if vol.data.dtype.kind == "i" and vol.data.size and vol.data.min() < 0:
-            raise ValueError(f"label {vol.path} has negative values; labels must be class indices >= 0")
-        return vol
-    finite = np.isfinite(vol.data)
-    if not finite.all() or not np.array_equal(vol.data, np.round(vol.data)):
-        raise ValueError(f"label {vol.path} has non-integer values; labels must be class indices")
-    top = float(vol.data.max(initial=0))
-    if vol.data.min(initial=0) < 0:
-        raise ValueError(f"label {vol.path} has negative values; labels must be class indices >= 0")
-    dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.int32
-    return vol.with_data(vol.data.astype(dtype))
+    data = as_label_array(vol.data, max_label=max_label, where=f" {vol.path}")
+    return vol if data is vol.data else vol.with_data(data)
 
 
 def ingest_niftis(

@@ -30,7 +30,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from radiobject_adapter.config import current_settings
-from radiobject_adapter.store.ingest import (
+from radiobject_adapter.io.ingest import (
     IngestError,
     IngestFailure,
     IngestReport,

@@ -29,12 +29,12 @@ Command line (the control file holds e.g. ``{"seq": 1, "mode": "down"}``; :class
 starts this file as a script, which imports nothing but the standard library, where ``-m``
 would first import the package with TileDB, MONAI and torch)::
 
-    python -m radiobject_adapter.testing.faultproxy --listen-port 0 \\
+    python -m tests.harness.faultproxy --listen-port 0 \\
         --target 127.0.0.1:9000 --control /tmp/ctl.json [--stats /tmp/ctl.json.stats]
 
 Example:
     >>> from radiobject_adapter.testing import s3_server
-    >>> from radiobject_adapter.testing.faultproxy import FaultProxy
+    >>> from tests.harness.faultproxy import FaultProxy
     >>> with s3_server() as srv, FaultProxy(srv.port) as proxy:
     ...     # point S3Config(endpoint_override=proxy.endpoint_override, ...) at the proxy
     ...     proxy.fail_next(3)           # the next 3 connections get 503 Slow Down
@@ -485,7 +485,7 @@ class _ProxyServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the child process (``python -m radiobject_adapter.testing.faultproxy``)."""
+    """Entry point of the child process (``python -m tests.harness.faultproxy``)."""
     parser = argparse.ArgumentParser(description="Fault-injecting TCP proxy on 127.0.0.1 (for tests).")
     parser.add_argument("--listen-port", type=int, default=0, help="port on 127.0.0.1 (0: a free one)")
     parser.add_argument("--target", required=True, help="HOST:PORT to pipe to (loopback only)")
