@@ -168,13 +168,13 @@ class Query:
         volumes (through the ``map`` transform). Volumes are written one at a time whatever
         ``streaming`` says (radiobject's switch between in-memory and streamed writes)."""
         from radiobject_adapter.store.build import copy_collections
-        from radiobject_adapter.store.radiobject import RadiObject
 
         if len(self) == 0:
             raise ValueError("the query selects no subjects; nothing to materialize")
         cols = {n: self._radi.collection(n) for n in self._radi.collection_names}
         copy_collections(uri, cols, self.to_obs_meta(), ctx=ctx, transform=self._transform)
-        return RadiObject(uri, ctx)
+        # the store's own class (views share it): no import of the object model, which imports this
+        return type(self._radi)(uri, ctx)
 
     def __len__(self) -> int:
         return len(self.subject_ids)
@@ -271,7 +271,6 @@ class CollectionQuery:
         """A new collection at ``uri`` with the selected volumes (through the transform) and
         their ``obs`` rows."""
         from radiobject_adapter.store.build import CollectionWriter, builder_tiling, write_collection
-        from radiobject_adapter.store.collection import VolumeCollection
 
         if self.count() == 0:
             raise ValueError("the query selects no volumes; nothing to materialize")
@@ -285,7 +284,7 @@ class CollectionQuery:
         finally:
             writer.close()
         writer.count()
-        return VolumeCollection(str(uri).rstrip("/"), ctx, name=name)
+        return type(self._col)(str(uri).rstrip("/"), ctx, name=name)  # as above: the collection's class
 
     def __len__(self) -> int:
         return self.count()

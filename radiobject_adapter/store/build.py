@@ -291,8 +291,7 @@ def write_collection(
     skipped, so a re-run completes an interrupted copy."""
     present = writer.existing_obs_ids(name) if not isinstance(writer, CollectionWriter) else _present(writer)
     if obs_rows:  # user columns (age, diagnosis...) become obs columns, never dropped
-        from radiobject_adapter.store.dataframe import column_dtype
-        from radiobject_adapter.store.empty import add_columns
+        from radiobject_adapter.store.dataframe import add_columns, column_dtype
 
         table = pd.DataFrame(list(obs_rows.values()))
         extra = [c for c in table.columns if c not in ("obs_id", "obs_subject_id")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,7 @@ import tiledb
 
 from radiobject_adapter.store.layout import INDEX_COLUMNS, compression_filters
 
-__all__ = ["column_dtype", "create_dataframe", "read_dataframe", "write_rows"]
+__all__ = ["add_columns", "column_dtype", "create_dataframe", "read_dataframe", "write_rows"]
 
 
 def column_dtype(values: pd.Series) -> np.dtype | type:
@@ -78,3 +79,29 @@ def read_dataframe(uri: str, ctx: tiledb.Ctx | None = None, cond: str | None = N
             values = [v.decode() if isinstance(v, bytes) else v for v in values]
         data[name] = values
     return pd.DataFrame(data, columns=[*INDEX_COLUMNS, *names])
+
+
+def _attr_type(dtype: Any) -> np.dtype | type:
+    """A column type for TileDB: numbers as given, text (``str``, ``U64``, object) as text."""
+    if dtype in (str, object):
+        return str
+    dt = np.dtype(dtype)
+    return str if dt.kind in "USO" else dt
+
+
+def add_columns(uri: str, schema: Mapping[str, Any], ctx: tiledb.Ctx | None = None) -> None:
+    """Add typed columns to the TileDB dataframe at ``uri`` (a schema evolution: rows already
+    there read as empty/zero in them); columns it has already are left as they are."""
+    with tiledb.open(uri, "r", ctx=ctx) as arr:
+        have = {arr.schema.attr(i).name for i in range(arr.schema.nattr)}
+    reserved = [c for c in schema if c in INDEX_COLUMNS]
+    if reserved:
+        raise ValueError(f"column(s) {reserved} conflict with index column names {list(INDEX_COLUMNS)}")
+    new = {c: _attr_type(t) for c, t in schema.items() if c not in have}
+    if not new:
+        return
+    evolution = tiledb.ArraySchemaEvolution(ctx)
+    for name, dtype in new.items():
+        filters = compression_filters("zstd", 3)
+        evolution.add_attribute(tiledb.Attr(name=name, dtype=dtype, var=dtype is str, filters=filters, ctx=ctx))
+    evolution.array_evolve(uri)
