@@ -6,7 +6,7 @@
   as a training label (e.g. after correction in MONAI Label). Writing a subject again stores a
   new TileDB fragment: the earlier prediction stays readable by time travel.
 * :func:`subject_name_formatter` names ``SaveImaged`` outputs after the subject
-  (``case_001_seg.nii.gz`` for ``imagesTr/case_001_0000.nii.gz`` or ``store#CT/case_001``).
+  (``case_001_seg.nii.gz`` for ``imagesTr/case_001_0000.nii.gz`` or ``store::CT/case_001``).
 
 Example:
     >>> SaveToStored(keys="pred", collection="pred")({"pred": pred})   # pred: MetaTensor [1, X, Y, Z]
@@ -30,7 +30,6 @@ from radiobject_adapter.config import ctx_for_threads, forget_array
 from radiobject_adapter.store.foreground import ForegroundIndex
 from radiobject_adapter.store.layout import affine_to_json, make_obs_id
 from radiobject_adapter.store.writer import StoreWriter
-from radiobundles.addresses import restore_address
 from radiobundles.ct3d.metrics import subject_id_of
 from radiobundles.ct3d.visualize import label_map
 
@@ -173,7 +172,7 @@ class SaveToStored(MapTransform):
         for key in self.key_iterator(d):
             pred = d[key]
             meta = getattr(pred, "meta", None) or {}
-            source = restore_address(str(meta.get("filename_or_obj", "")))
+            source = str(meta.get("filename_or_obj", ""))
             store = self.store or (parse_address(source).store if is_volume_address(source) else None)
             if store is None:
                 raise ValueError(

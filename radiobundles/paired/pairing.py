@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from radiobject_adapter.address import volume_address
+from radiobject_adapter.address import collection_address, volume_address
 from radiobject_adapter.store.naming import strip_suffix
 from radiobject_adapter.store.radiobject import is_store
 from radiobject_adapter.store.tif import TIF_SUFFIXES
@@ -56,7 +56,7 @@ class ImageSource:
 
     @property
     def label(self) -> str:
-        return self.location if self.collection is None else f"{self.location}#{self.collection}"
+        return self.location if self.collection is None else collection_address(self.location, self.collection)
 
     @cached_property
     def items(self) -> dict[str, str]:
