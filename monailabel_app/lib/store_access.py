@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Iterator
 
-import nibabel as nib
 import numpy as np
 import tiledb
 
@@ -38,7 +37,7 @@ from monailabel_app.lib.versions import (
 from radiobject_adapter import RadiObject, Volume
 from radiobject_adapter.config import ctx_for_threads
 from radiobject_adapter.store.foreground import ForegroundIndex
-from radiobject_adapter.store.layout import Tiling, affine_to_json, make_obs_id
+from radiobject_adapter.store.layout import Tiling, affine_to_json, make_obs_id, obs_row
 from radiobject_adapter.store.lease import WriterLease
 from radiobject_adapter.store.writer import StoreWriter
 
@@ -275,7 +274,6 @@ class StoreAccess:
         affine = image.affine
         version = next_timestamp(0)
         shared = {k: str(image.metadata[k]) for k in _SHARED_META if k in image.metadata}
-        spacing = tuple(float(s) for s in image.spacing)
         writer = StoreWriter(self.uri, tiling=Tiling("isotropic", tuple(image.tile_shape[:3])))
         try:
             uri = writer.write_volume(
@@ -285,14 +283,7 @@ class StoreAccess:
                 data,
                 affine,
                 meta={**shared, "source_path": f"monailabel:{collection}"},
-                obs_row={
-                    "series_type": collection,
-                    "voxel_spacing": str(spacing),
-                    "dimensions": str(tuple(int(s) for s in data.shape)),
-                    "axcodes": "".join(nib.aff2axcodes(affine)),
-                    "affine_json": affine_to_json(affine),
-                    "source_path": f"monailabel:{collection}",
-                },
+                obs_row=obs_row(collection, data.shape, affine, f"monailabel:{collection}"),
                 raw_meta={**ForegroundIndex.compute(data).to_metadata(), **record_metadata(version, record)},
                 timestamp=version,
                 counters=True,

@@ -32,6 +32,7 @@ from radiobject_adapter.store.layout import (
     create_volume_schema,
     join_uri,
     make_obs_id,
+    obs_row,
 )
 from radiobject_adapter.store.naming import discover_files, subject_id_from_path
 from radiobject_adapter.store.writer import StoreWriter
@@ -283,8 +284,8 @@ def write_collection(
         if obs_id in present:
             continue
         data, affine, meta = _volume_source(vol)
-        row = {"series_type": name, "dimensions": str(tuple(int(n) for n in data.shape[:3]))}
-        row.update({k: v for k, v in (obs_rows or {}).get(obs_id, {}).items() if k not in ("obs_id", "obs_subject_id")})
+        copied = {k: v for k, v in (obs_rows or {}).get(obs_id, {}).items() if k not in ("obs_id", "obs_subject_id")}
+        row = {**obs_row(name, data.shape), **copied}  # the source's row wins, as copied
         writer.write_volume(name, subject_of[obs_id], obs_id, data, affine, meta=meta, obs_row=row)
         written.append(obs_id)
     return written

@@ -37,7 +37,7 @@ from radiobject_adapter.store.ingest import (
     _write_subject_table,
     load_subject_table,
 )
-from radiobject_adapter.store.layout import Tiling, affine_to_json, make_obs_id
+from radiobject_adapter.store.layout import Tiling, make_obs_id, obs_row
 from radiobject_adapter.store.naming import discover_files, strip_suffix
 from radiobject_adapter.store.writer import StoreWriter
 
@@ -137,16 +137,10 @@ def _collect(folders: Mapping[str, Any], subject_pattern: str | None) -> dict[st
 
 
 def _obs_row(collection: str, path: str, shape: Sequence[int]) -> dict[str, Any]:
-    return {
-        "series_type": collection,
-        "voxel_spacing": str((1.0, 1.0, 1.0)),
-        "dimensions": str(tuple(int(s) for s in shape)),
-        "spatial_units": "unknown",
-        "axcodes": "RAS",
-        "affine_json": affine_to_json(np.eye(4)),
-        "orientation_source": "identity",
-        "source_path": os.path.abspath(path),
-    }
+    # a TIF has no geometry: unit voxels, identity affine (RAS)
+    return obs_row(
+        collection, shape, np.eye(4), os.path.abspath(path), spatial_units="unknown", orientation_source="identity"
+    )
 
 
 def ingest_tifs(

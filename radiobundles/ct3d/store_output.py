@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import tiledb
 from monai.config import KeysCollection
@@ -28,7 +27,7 @@ from radiobject_adapter import RadiObject
 from radiobject_adapter.address import is_volume_address, parse_address
 from radiobject_adapter.config import ctx_for_threads, forget_array
 from radiobject_adapter.store.foreground import ForegroundIndex
-from radiobject_adapter.store.layout import affine_to_json, make_obs_id
+from radiobject_adapter.store.layout import affine_to_json, make_obs_id, obs_row
 from radiobject_adapter.store.writer import StoreWriter
 from radiobundles.ct3d.metrics import subject_id_of
 from radiobundles.ct3d.visualize import label_map
@@ -101,15 +100,6 @@ def write_label_volume(
     data = np.ascontiguousarray(data, dtype=np.uint8)
     affine = np.asarray(affine, dtype=np.float64)
     index_meta = ForegroundIndex.compute(data).to_metadata()
-    spacing = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
-    obs_row = {
-        "series_type": collection,
-        "voxel_spacing": str(spacing),
-        "dimensions": str(data.shape),
-        "axcodes": "".join(nib.aff2axcodes(affine)),
-        "affine_json": affine_to_json(affine),
-        "source_path": source,
-    }
     existing = _existing(store, collection, subject_id)
     if existing is not None:
         with tiledb.open(existing, "r", ctx=ctx_for_threads()) as arr:
@@ -135,7 +125,7 @@ def write_label_volume(
             data,
             affine,
             meta={"source_path": source, PREDICTION_SOURCE: source},
-            obs_row=obs_row,
+            obs_row=obs_row(collection, data.shape, affine, source),
             raw_meta=index_meta,
             counters=True,
         )
