@@ -23,19 +23,17 @@ Example:
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from radiobject_adapter import RadiObject, StoreNotFoundError, split_subjects
 from radiobject_adapter.address import split_collection_address
-from radiobject_adapter.store.naming import SUPPORTED_SUFFIXES, strip_suffix, subject_id_from_path
+from radiobject_adapter.store.naming import CHANNEL_SUFFIX, SUPPORTED_SUFFIXES, strip_suffix, subject_id_from_path
 
 __all__ = ["NIFTI_SUFFIXES", "SPLITS", "detect_source", "make_datalist", "nifti_items"]
 
 SPLITS = ("train", "validation", "all", "labelled", "unlabelled")
 NIFTI_SUFFIXES = tuple(s for s in SUPPORTED_SUFFIXES if ".nii" in s)
-_CHANNEL = re.compile(r"_(\d{4})$")
 
 
 def _nifti_files(folder: str) -> list[str]:
@@ -84,7 +82,7 @@ def nifti_items(
         folder = str(dataset_dir)
     images: dict[str, str] = {}
     for path in _nifti_files(folder):
-        channel = _CHANNEL.search(strip_suffix(os.path.basename(path)))
+        channel = CHANNEL_SUFFIX.search(strip_suffix(os.path.basename(path)))
         if channel is None or channel.group(1) == "0000":
             images[subject_id_from_path(path)] = os.path.abspath(path)
     if not images:

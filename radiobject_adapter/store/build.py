@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,7 +33,7 @@ from radiobject_adapter.store.layout import (
     make_obs_id,
     obs_row,
 )
-from radiobject_adapter.store.naming import discover_files, subject_id_from_path
+from radiobject_adapter.store.naming import discover_files, strip_suffix, subject_id_from_path
 from radiobject_adapter.store.writer import StoreWriter
 
 __all__ = [
@@ -60,7 +59,7 @@ def infer_series_type(path: str | os.PathLike) -> str:
         ValueError: the name says nothing; give ``collection_name`` or ``images={...}``.
     """
     name = os.path.basename(os.fspath(path))
-    stem = re.sub(r"\.(nii(\.gz)?|tiff?)$", "", name, flags=re.IGNORECASE)
+    stem = strip_suffix(name)
     suffix = stem.split("_")[-1]
     for known in _SERIES:
         if known.lower() == suffix.lower():

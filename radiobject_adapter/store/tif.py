@@ -20,9 +20,7 @@ Example:
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,7 +36,7 @@ from radiobject_adapter.store.ingest import (
     load_subject_table,
 )
 from radiobject_adapter.store.layout import Tiling, make_obs_id, obs_row
-from radiobject_adapter.store.naming import discover_files, strip_suffix
+from radiobject_adapter.store.naming import discover_files, subject_id_from_path
 from radiobject_adapter.store.writer import StoreWriter
 
 __all__ = ["TIF_SUFFIXES", "ingest_tifs", "is_tif_spec", "load_tif", "tif_subject_id"]
@@ -55,15 +53,7 @@ def tif_subject_id(path: str | os.PathLike, pattern: str | None = None) -> str:
         >>> tif_subject_id("scan-12_slice.tif", pattern=r"scan-(?P<subject>\\d+)")
         '12'
     """
-    stem = strip_suffix(Path(path).name)
-    if pattern is None:
-        return stem
-    match = re.search(pattern, stem)
-    if match is None:
-        raise ValueError(f"subject pattern {pattern!r} does not match file name {stem!r} ({path})")
-    if "subject" in match.groupdict():
-        return match.group("subject")
-    return match.group(1) if match.groups() else match.group(0)
+    return subject_id_from_path(path, pattern, channel_suffix=False)  # img_0001 is a name, not a channel
 
 
 def load_tif(path: str | os.PathLike) -> np.ndarray:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from radiobject_adapter.address import collection_address, volume_address
-from radiobject_adapter.store.naming import strip_suffix
+from radiobject_adapter.store.naming import subject_id_from_path
 from radiobject_adapter.store.radiobject import is_store
 from radiobject_adapter.store.tif import TIF_SUFFIXES
 from radiobundles.paired.transforms import STORE_READER, TIF_READER
@@ -72,7 +72,7 @@ class ImageSource:
         )
         out: dict[str, str] = {}
         for f in files:
-            name = strip_suffix(f)
+            name = subject_id_from_path(f, channel_suffix=False)
             if name in out:
                 raise ValueError(
                     f"{self.location}: {os.path.basename(out[name])!r} and {f!r} have the same name {name!r}"
