@@ -45,6 +45,7 @@ from monailabel.config import settings
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.bundle import BundleTrainTask
 
+from monailabel_app.lib.conf import app_settings
 from monailabel_app.lib.errors import InvalidRequest
 from monailabel_app.lib.train_stats import STATS_FILE, read_train_stats
 
@@ -78,7 +79,7 @@ OVERRIDES: dict[str, tuple[type, int | None]] = {
 # first): model.pt is what /infer serves (after a training: the best weights of that run, which
 # CheckpointManager restores and writes at the end), so continuing from it is the least surprise;
 # best.pt / last.pt are the last run's full checkpoints (best validation / last epoch)
-_PREFERRED_MODELS = ("model.pt", "best.pt", "last.pt")
+_PREFERRED_MODELS = tuple(app_settings()["training"]["preferred_models"])  # configs/monailabel_app.yaml
 
 
 def model_choices(models_dir: str) -> list[str]:
