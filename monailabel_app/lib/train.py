@@ -203,6 +203,10 @@ class StoreBundleTrainTask(BundleTrainTask):
     def _update_overrides(self, overrides):
         # the datalists (train#dataset#data, validate#dataset#data) go in as MONAI Label set them:
         # their store addresses (<store>::<collection>/<id>) pass through the config unchanged
+        if "#" in self.bundle_path:  # its paths (stats file, bundle_root) go through the config
+            raise ValueError(
+                f"the workspace path {self.bundle_path!r} contains '#', which MONAI bundle configs rewrite; move it"
+            )
         if str(overrides.get("tracking", "")).lower() == "mlflow":
             overrides["tracking"] = mlflow_settings(overrides.get("tracking_uri") or self.tracking_uri)
         handlers = list(overrides.get("train#handlers") or [])
