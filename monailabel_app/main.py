@@ -34,7 +34,6 @@ import threading
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
-import tiledb
 from monai.transforms import AsDiscreted, Invertd, SaveImaged
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
@@ -50,14 +49,14 @@ from monailabel.tasks.scoring.epistemic_v2 import EpistemicScoring
 from monailabel.utils.async_tasks.utils import tasks as async_tasks
 
 from monailabel_app.lib.bundle import bundle_class_names, find_bundle, prepare_bundle, servable_bundles
-from monailabel_app.lib.conf import AppConf, placeholder_root
+from monailabel_app.lib.conf import AppConf, app_settings, placeholder_root
 from monailabel_app.lib.datastore import TileDBDatastore
 from monailabel_app.lib.errors import ImageNotFound
 from monailabel_app.lib.infer import ThreadSafeBundleInferTask
 from monailabel_app.lib.local_datastore import CheckedLocalDatastore
 from monailabel_app.lib.store_access import check_image_id
 from monailabel_app.lib.train import StoreBundleTrainTask
-from radiobject_adapter.config import ctx_for_threads
+from radiobject_adapter.store.radiobject import is_store
 from radiobundles.ct3d import SaveToStored
 from radiobundles.labels import class_names_for
 
@@ -66,6 +65,7 @@ logger = logging.getLogger(__name__)
 # the app returns predictions to the client (and saves them through the datastore when asked):
 # the bundle's own writers (files, store collections) stay out of the infer path
 _BUNDLE_WRITERS = [SaveImaged, SaveToStored]
+_STRATEGIES = {"random": Random, "first": First}  # configs/monailabel_app.yaml strategies.always names them
 
 
 def _app_version() -> str:
@@ -73,14 +73,6 @@ def _app_version() -> str:
         return version("radiobundles")
     except PackageNotFoundError:
         return "unknown"
-
-
-def is_store(uri: str) -> bool:
-    """True when ``uri`` is a TileDB group (a radiobundles store) rather than a folder of files."""
-    try:
-        return tiledb.object_type(str(uri), ctx=ctx_for_threads()) == "group"
-    except tiledb.TileDBError:
-        return False
 
 
 def is_object_store_uri(uri: str) -> bool:
@@ -174,9 +166,10 @@ class RadiobundlesApp(MONAILabelApp):
         }
 
     def init_strategies(self) -> dict[str, Strategy]:
-        strategies: dict[str, Strategy] = {"random": Random(), "first": First()}
+        offered = app_settings()["strategies"]
+        strategies: dict[str, Strategy] = {name: _STRATEGIES[name]() for name in offered["always"]}
         if self.app_conf.epistemic:
-            strategies["epistemic"] = Epistemic(desc="Least certain unlabelled image (MC-dropout entropy)")
+            strategies["epistemic"] = Epistemic(desc=offered["epistemic"])
         return strategies
 
     def init_scoring_methods(self) -> dict[str, ScoringMethod]:

@@ -19,6 +19,7 @@ from radiobject_adapter.s3env import apply_s3_env
 # also from MONAI's ``LoadImage(reader="radiobject_adapter.TileDBReader")``).
 _HOMES: dict[str, str] = {
     "VolumeAddress": "radiobject_adapter.address",
+    "collection_address": "radiobject_adapter.address",
     "parse_address": "radiobject_adapter.address",
     "resolve_volume": "radiobject_adapter.store.resolve",
     "volume_address": "radiobject_adapter.address",
@@ -65,7 +66,12 @@ _HOMES: dict[str, str] = {
 }
 
 if TYPE_CHECKING:  # static tools see the names; the interpreter imports them on first use
-    from radiobject_adapter.address import VolumeAddress, parse_address, volume_address
+    from radiobject_adapter.address import (
+        VolumeAddress,
+        collection_address,
+        parse_address,
+        volume_address,
+    )
     from radiobject_adapter.config import (
         ReadConfig,
         S3Config,
@@ -151,6 +157,7 @@ __all__ = [
     "VolumeReadError",
     "WriteConfig",
     "__version__",
+    "collection_address",
     "configure",
     "create_inference_dataloader",
     "create_segmentation_dataloader",

@@ -5,7 +5,7 @@ Use it from any bundle or script exactly like MONAI's own readers::
     LoadImaged(keys=["image", "label"], reader="radiobject_adapter.TileDBReader",
                expanduser=False, image_only=True)
 
-with datalist entries holding volume addresses (``"/data/store#CT/case_001"``, see
+with datalist entries holding volume addresses (``"/data/store::CT/case_001"``, see
 :mod:`radiobject_adapter.address`). The data and the ``affine``, ``original_affine`` and
 ``spatial_shape`` meta equal what ``NibabelReader`` returns for the source NIfTI file.
 ``expanduser=False`` keeps ``s3://`` URIs intact (MONAI would rewrite ``//``).
@@ -37,7 +37,7 @@ class TileDBReader(ImageReader):
 
     Example:
         >>> from monai.transforms import LoadImage
-        >>> img = LoadImage(reader=TileDBReader(), expanduser=False, dtype=None)("store#CT/case_001")
+        >>> img = LoadImage(reader=TileDBReader(), expanduser=False, dtype=None)("store::CT/case_001")
         >>> img.affine, img.shape
     """
 
@@ -48,7 +48,7 @@ class TileDBReader(ImageReader):
         self.kwargs = kwargs
 
     def verify_suffix(self, filename: Sequence[str] | str) -> bool:
-        """True for volume addresses (``<store>#<collection>/<id>``)."""
+        """True for volume addresses (``<store>::<collection>/<id>``; the old ``#`` form too)."""
         return all(is_volume_address(str(f)) for f in ensure_tuple(filename))
 
     def read(self, data: Sequence[str] | str, **kwargs: Any) -> Volume | list[Volume]:

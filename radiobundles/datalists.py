@@ -3,8 +3,9 @@
 A bundle names its data with one value, ``dataset_dir``; :func:`make_datalist` turns it into the
 dictionaries MONAI datasets take, whichever kind it is:
 
-* a store (local path or ``s3://``): entries hold volume addresses ``<store>#<collection>/<id>``,
+* a store (local path or ``s3://``): entries hold volume addresses ``<store>::<collection>/<id>``,
   read by :class:`radiobject_adapter.TileDBReader` or the patch datasets of the adapter;
+  ``<store>::<collection>`` picks the image collection (``--dataset_dir /data/ct_store::CT``);
 * a folder with ``imagesTr/<id>_0000.nii.gz`` (+ ``labelsTr/<id>.nii.gz``), or a folder of NIfTI
   files: entries hold file paths.
 
@@ -14,7 +15,7 @@ seed give the same split from either source.
 
 Example:
     >>> make_datalist("/data/ct_store", split="train", seed=0)[0]
-    {'image': '/data/ct_store#CT/case_000', 'subject_id': 'case_000', 'label': '/data/ct_store#seg/case_000'}
+    {'image': '/data/ct_store::CT/case_000', 'subject_id': 'case_000', 'label': '/data/ct_store::seg/case_000'}
     >>> make_datalist("/data/Task09", split="validation")[0]["image"]
     '/data/Task09/imagesTr/case_003_0000.nii.gz'
 """
@@ -22,18 +23,17 @@ Example:
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from radiobject_adapter import RadiObject, StoreNotFoundError, split_subjects
-from radiobject_adapter.store.naming import SUPPORTED_SUFFIXES, strip_suffix, subject_id_from_path
+from radiobject_adapter.address import split_collection_address
+from radiobject_adapter.store.naming import CHANNEL_SUFFIX, SUPPORTED_SUFFIXES, strip_suffix, subject_id_from_path
 
 __all__ = ["NIFTI_SUFFIXES", "SPLITS", "detect_source", "make_datalist", "nifti_items"]
 
 SPLITS = ("train", "validation", "all", "labelled", "unlabelled")
 NIFTI_SUFFIXES = tuple(s for s in SUPPORTED_SUFFIXES if ".nii" in s)
-_CHANNEL = re.compile(r"_(\d{4})$")
 
 
 def _nifti_files(folder: str) -> list[str]:
@@ -82,7 +82,7 @@ def nifti_items(
         folder = str(dataset_dir)
     images: dict[str, str] = {}
     for path in _nifti_files(folder):
-        channel = _CHANNEL.search(strip_suffix(os.path.basename(path)))
+        channel = CHANNEL_SUFFIX.search(strip_suffix(os.path.basename(path)))
         if channel is None or channel.group(1) == "0000":
             images[subject_id_from_path(path)] = os.path.abspath(path)
     if not images:
@@ -122,7 +122,8 @@ def make_datalist(
     """The datalist of one split of a store or a NIfTI folder.
 
     Args:
-        dataset_dir: store URI, or folder (see :func:`detect_source`).
+        dataset_dir: store URI, or folder (see :func:`detect_source`); ``<store>::<collection>``
+            (the old ``<store>#<collection>`` too) names the image collection as well.
         split: ``"train"`` / ``"validation"`` (seeded split of the labelled subjects),
             ``"labelled"``, ``"unlabelled"`` (images without a label: what is left to infer or
             annotate) or ``"all"``.
@@ -138,6 +139,9 @@ def make_datalist(
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    store, collection = split_collection_address(str(dataset_dir))
+    if collection is not None and not os.path.exists(dataset_dir):  # a folder may have '#' in its name
+        dataset_dir, image_collection = store, collection
     source = detect_source(dataset_dir, images_folder)
     if source == "nifti":
         items = nifti_items(dataset_dir, images_folder, labels_folder)

@@ -14,6 +14,7 @@ Example (``train.json``)::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,12 +23,13 @@ __all__ = ["check_label_classes", "class_names_for"]
 
 def _label_collection(dataset_dir: str, label_collection: str) -> Any | None:
     from radiobject_adapter import RadiObject, StoreNotFoundError
+    from radiobject_adapter.address import split_collection_address
 
-    if "://" not in str(dataset_dir):
-        import os
-
-        if not os.path.isdir(str(dataset_dir)):
-            return None
+    store, collection = split_collection_address(str(dataset_dir))  # <store>::<image collection>
+    if collection is not None and not os.path.exists(str(dataset_dir)):
+        dataset_dir = store
+    if "://" not in str(dataset_dir) and not os.path.isdir(str(dataset_dir)):
+        return None
     try:
         radi = RadiObject(str(dataset_dir))
     except StoreNotFoundError:
@@ -63,7 +65,7 @@ def check_label_classes(items: Sequence[Mapping[str, Any]], class_names: Sequenc
         ValueError: one line naming the label, its classes, the network's classes and what to do.
     """
     from radiobject_adapter import RadiObject
-    from radiobject_adapter.address import parse_address
+    from radiobject_adapter.address import parse_address, volume_address
     from radiobject_adapter.store.label_classes import classes_in_volumes, label_classes
 
     labels = [parse_address(str(it["label"])) for it in items if "label" in it]
@@ -79,7 +81,7 @@ def check_label_classes(items: Sequence[Mapping[str, Any]], class_names: Sequenc
             if subject in wanted and beyond:
                 store_classes = label_classes(collection)
                 raise ValueError(
-                    f"label {store}#{name}/{subject} holds class {beyond} but the network outputs {n} classes "
+                    f"label {volume_address(store, name, subject)} holds class {beyond} but the network outputs {n} classes "
                     f"{list(class_names)} (values 0..{n - 1}); the store's label classes are {store_classes}: "
                     "drop the --class_names override to use them, or give one name per class value"
                 )

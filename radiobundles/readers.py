@@ -1,16 +1,16 @@
 """One MONAI ``ImageReader`` for both data sources of a bundle: store addresses and NIfTI files.
 
 ``LoadImaged(reader="radiobundles.readers.StoreOrNiftiReader")`` reads a volume address
-(``<store>#<collection>/<id>``) with :class:`radiobject_adapter.TileDBReader` and anything else
+(``<store>::<collection>/<id>``) with :class:`radiobject_adapter.TileDBReader` and anything else
 with MONAI's ``NibabelReader``. The choice is made per item, so a config does not need to know
 where its datalist came from: the bundle's own ``dataset_dir``, or a datalist that MONAI Label
-passes in (``train#dataset#data``), either kind. Addresses whose ``#`` a MONAI config turned into
-``::`` are read too (see :mod:`radiobundles.addresses`).
+passes in (``train#dataset#data``), either kind. Addresses pass through MONAI configs unchanged
+(old ``#`` addresses arrive as ``::``, the current form; see :mod:`radiobject_adapter.address`).
 
 Example:
     >>> from monai.transforms import LoadImaged
     >>> load = LoadImaged(keys="image", reader="radiobundles.readers.StoreOrNiftiReader", expanduser=False)
-    >>> load({"image": "/data/ct_store#CT/case_000"})["image"].shape
+    >>> load({"image": "/data/ct_store::CT/case_000"})["image"].shape
     >>> load({"image": "/data/imagesTr/case_000_0000.nii.gz"})["image"].shape
 """
 
@@ -24,7 +24,6 @@ from monai.data import ImageReader, NibabelReader
 from monai.utils import ensure_tuple
 
 from radiobject_adapter import TileDBReader, Volume
-from radiobundles.addresses import restore_address
 
 __all__ = ["StoreOrNiftiReader"]
 
@@ -48,11 +47,11 @@ class StoreOrNiftiReader(ImageReader):
 
     def verify_suffix(self, filename: Sequence[str] | str) -> bool:
         """True for volume addresses and for files ``NibabelReader`` reads (``.nii``, ``.nii.gz``)."""
-        names = [restore_address(str(f)) for f in ensure_tuple(filename)]
+        names = [str(f) for f in ensure_tuple(filename)]
         return self._reader_for(names).verify_suffix(names)
 
     def read(self, data: Sequence[str] | str, **kwargs: Any) -> Any:
-        names = [restore_address(str(d)) for d in ensure_tuple(data)]
+        names = [str(d) for d in ensure_tuple(data)]
         kinds = {self.store_reader.verify_suffix(n) for n in names}
         if len(kinds) > 1:
             raise ValueError(f"cannot stack volume addresses and files as channels of one image: {names}")

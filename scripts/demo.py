@@ -190,7 +190,7 @@ def main() -> int:
 def _report(
     out: str, store: str, data_dir: str, held_out: list[str], tb_dir: str, eval_dir: str, pred_dir: str, seed: int
 ) -> dict[str, Any]:
-    from radiobject_adapter import RadiObject
+    from radiobject_adapter import RadiObject, collection_address
     from radiobundles.ct3d.report import constant_prediction_dice, dice_per_class, plot_overlays, plot_training_curves
     from radiobundles.datalists import make_datalist
 
@@ -231,7 +231,7 @@ def _report(
         "test_subjects": held_out,
         "test_mean_dice": mean(test_dice),
         "test_constant_predictor_dice": mean(test_baseline),
-        "store_prediction_collection": f"{store}#pred ({len(radi.refresh().pred)} volumes)",
+        "store_prediction_collection": f"{collection_address(store, 'pred')} ({len(radi.refresh().pred)} volumes)",
         "paths": {
             "metrics_csv": evaluation["csv"],
             "metrics_summary": os.path.join(eval_dir, "metrics_summary.json"),

@@ -23,9 +23,12 @@ import shutil
 import uuid
 from collections.abc import Callable
 
+from monailabel_app.lib.conf import app_settings
+
 __all__ = ["NiftiCache"]
 
-_KEEP_VERSIONS = 2  # the newest and the one before: a download that just started stays valid
+# the newest and the one before: a download that just started stays valid (configs/monailabel_app.yaml)
+_KEEP_VERSIONS = int(app_settings()["limits"]["cache_versions_kept"])
 
 
 def _digest(path: str) -> str:

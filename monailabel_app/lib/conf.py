@@ -1,5 +1,8 @@
 """The app's options, read from ``monailabel start_server ... --conf <key> <value>``.
 
+The defaults below live in ``configs/monailabel_app.yaml`` (:func:`app_settings`), with the
+app's other fixed settings (strategies, the checkpoint order, size and time limits).
+
 ===========================  ===============================  =====================================================
 key                          default                          meaning
 ===========================  ===============================  =====================================================
@@ -33,10 +36,35 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 from monailabel.utils.others.generic import strtobool
 
-__all__ = ["AppConf", "placeholder_root", "store_from_studies"]
+from radiobundles.settings import load_settings
+
+__all__ = ["SETTINGS_FILE", "AppConf", "app_settings", "placeholder_root", "store_from_studies"]
+
+SETTINGS_FILE = "monailabel_app.yaml"  # in the repository's configs/
+
+
+@lru_cache(maxsize=1)
+def app_settings() -> dict[str, Any]:
+    """The app's declarative defaults: ``configs/monailabel_app.yaml`` (sections ``conf``,
+    ``strategies``, ``training``, ``limits``; the file says what each value means).
+
+    Example:
+        >>> app_settings()["conf"]["image_collection"]
+        'CT'
+    """
+    return load_settings(SETTINGS_FILE)
+
+
+def _default(key: str) -> str:
+    """The ``--conf`` default of ``key`` as the string ``--conf`` would give (``true``, ``0.2``)."""
+    value = app_settings()["conf"][key]
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
 
 # URI schemes of TileDB's object stores, as they look after os.path.realpath ("s3://b/k" -> ".../s3:/b/k")
 _FOLDED_URI = re.compile(r"(?:^|/)(s3|gcs|azure|tiledb):/+([^/].*)$")
@@ -109,7 +137,7 @@ class AppConf:
     def from_conf(cls, app_dir: str, studies: str, conf: Mapping[str, str]) -> AppConf:
         store = conf.get("store") or store_from_studies(studies)
         workspace = os.path.abspath(conf.get("workspace") or _workspace_for(app_dir, store))
-        models = tuple(m.strip() for m in conf.get("models", "ct_segmentation_3d").split(",") if m.strip())
+        models = tuple(m.strip() for m in conf.get("models", _default("models")).split(",") if m.strip())
         if not models:
             raise ValueError("--conf models is empty; give a bundle name, e.g. --conf models ct_segmentation_3d")
         try:
@@ -118,13 +146,13 @@ class AppConf:
                 workspace=workspace,
                 bundles_dir=conf.get("bundles_dir") or None,
                 store=store,
-                image_collection=conf.get("image_collection", "CT"),
-                label_collection=conf.get("label_collection", "seg"),
-                label_affine_atol=float(conf.get("label_affine_atol", "0.001")),
-                epistemic=bool(strtobool(conf.get("epistemic", "true"))),
-                epistemic_samples=int(conf.get("epistemic_samples", "5")),
-                epistemic_dropout=float(conf.get("epistemic_dropout", "0.2")),
-                epistemic_max_images=int(conf.get("epistemic_max_images", "0")),
+                image_collection=conf.get("image_collection", _default("image_collection")),
+                label_collection=conf.get("label_collection", _default("label_collection")),
+                label_affine_atol=float(conf.get("label_affine_atol", _default("label_affine_atol"))),
+                epistemic=bool(strtobool(conf.get("epistemic", _default("epistemic")))),
+                epistemic_samples=int(conf.get("epistemic_samples", _default("epistemic_samples"))),
+                epistemic_dropout=float(conf.get("epistemic_dropout", _default("epistemic_dropout"))),
+                epistemic_max_images=int(conf.get("epistemic_max_images", _default("epistemic_max_images"))),
                 tracking_uri=conf.get("tracking_uri") or f"sqlite:///{os.path.join(workspace, 'mlflow.db')}",
                 model=os.path.abspath(conf["model"]) if conf.get("model") else None,
             )

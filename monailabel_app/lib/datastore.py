@@ -39,8 +39,7 @@ from monailabel_app.lib.errors import InvalidRequest, NotAllowed
 from monailabel_app.lib.image_info import ImageInfoStore
 from monailabel_app.lib.store_access import FINAL_TAG, StoreAccess, check_image_id, check_tag, file_name
 from monailabel_app.lib.uploads import read_label_upload, read_volume_upload
-from radiobject_adapter import Volume
-from radiobject_adapter.address import volume_address
+from radiobject_adapter import RadiObject, Volume
 from radiobject_adapter.config import forget_array
 from radiobject_adapter.store.label_versions import fragment_timestamps
 from radiobject_adapter.store.layout import make_obs_id
@@ -337,16 +336,13 @@ class TileDBDatastore(Datastore):
 
     # -- training -------------------------------------------------------------------------
     def datalist(self) -> list[dict[str, Any]]:
-        """``{"image", "label"}`` store addresses of every image with a ``final`` label (latest version)."""
+        """``{"image", "label", "subject_id"}``: store addresses of every image with a ``final`` label
+        (its latest version), from the store's own datalist builder."""
         a = self.access
-        return [
-            {
-                "image": volume_address(self.uri, a.image_collection, sid),
-                "label": volume_address(self.uri, a.label_collection, sid),
-                "subject_id": sid,
-            }
-            for sid in a.labelled_ids(FINAL_TAG)
-        ]
+        radi, labels = RadiObject(self.uri), a.collection_for(FINAL_TAG)
+        if labels not in radi.collection_names:  # no label saved yet
+            return []
+        return radi.datalist(image=a.image_collection, label=labels)
 
     def get_dataset_archive(self, limit_cases: int | None) -> str:
         """A ZIP of the labelled images and their latest ``final`` labels, as NIfTI."""

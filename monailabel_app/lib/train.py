@@ -2,7 +2,7 @@
 
 :class:`StoreBundleTrainTask` is MONAI Label's ``BundleTrainTask`` (which overrides the
 bundle's ``train#dataset#data``, ``validate#dataset#data``, ``train#trainer#max_epochs``,
-``train#handlers`` and ``device`` and runs ``train.json``) with three changes:
+``train#handlers`` and ``device`` and runs ``train.json``) with these changes:
 
 * a training request may also set a few bundle hyper-parameters (``patch_size``,
   ``batch_size``, ``patches_per_volume``, ``num_workers``, ``cache_rate``, ``val_interval``,
@@ -11,9 +11,6 @@ bundle's ``train#dataset#data``, ``validate#dataset#data``, ``train#trainer#max_
 * with few labelled images the validation split can come out empty; the model is then
   validated on the training images (a warning says so) instead of failing, so the
   checkpoint is still written;
-* the datalists reach the bundle through a small JSON file and a ``_target_`` that loads it:
-  MONAI 1.6 rewrites every ``#`` in a bundle config string to ``::``, which would corrupt the
-  store addresses (``<store>#CT/case_000``) were they passed as config values;
 * what 3D Slicer sends works: it posts the whole trainer config of ``/info/`` back with every
   list reduced to its first item, so ``run_id`` arrives as ``""`` (MONAI would then evaluate
   the whole ``train.json``, including the bundle's own datalist from its placeholder
@@ -38,10 +35,8 @@ from __future__ import annotations
 
 import copy
 import glob
-import json
 import logging
 import os
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,6 +45,7 @@ from monailabel.config import settings
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.bundle import BundleTrainTask
 
+from monailabel_app.lib.conf import app_settings
 from monailabel_app.lib.errors import InvalidRequest
 from monailabel_app.lib.train_stats import STATS_FILE, read_train_stats
 
@@ -58,7 +54,6 @@ __all__ = [
     "StoreBundleTrainTask",
     "bundle_overrides",
     "engine_loss",
-    "load_datalist",
     "mlflow_settings",
     "model_choices",
 ]
@@ -84,7 +79,7 @@ OVERRIDES: dict[str, tuple[type, int | None]] = {
 # first): model.pt is what /infer serves (after a training: the best weights of that run, which
 # CheckpointManager restores and writes at the end), so continuing from it is the least surprise;
 # best.pt / last.pt are the last run's full checkpoints (best validation / last epoch)
-_PREFERRED_MODELS = ("model.pt", "best.pt", "last.pt")
+_PREFERRED_MODELS = tuple(app_settings()["training"]["preferred_models"])  # configs/monailabel_app.yaml
 
 
 def model_choices(models_dir: str) -> list[str]:
@@ -119,12 +114,6 @@ def mlflow_settings(tracking_uri: str) -> dict[str, Any]:
     tracking["configs"]["tracking_uri"] = tracking_uri
     tracking["configs"]["trainer"]["output_transform"] = {"_target_": f"{__name__}.engine_loss", "_mode_": "callable"}
     return tracking
-
-
-def load_datalist(path: str) -> list[dict[str, Any]]:
-    """A datalist saved by :class:`StoreBundleTrainTask` (referenced from the bundle config)."""
-    with open(path) as fh:
-        return json.load(fh)
 
 
 def bundle_overrides(request: Mapping[str, Any]) -> dict[str, Any]:
@@ -211,20 +200,13 @@ class StoreBundleTrainTask(BundleTrainTask):
             val = list(train)
         return train, val
 
-    def _datalist_component(self, name: str, items: list[dict[str, Any]]) -> dict[str, str]:
-        folder = os.path.join(self.bundle_path, "datalists")
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f"{name}-{uuid.uuid4().hex[:8]}.json")
-        if "#" in path:
-            raise ValueError(f"the workspace path {folder!r} contains '#', which MONAI bundle configs rewrite; move it")
-        with open(path, "w") as fh:
-            json.dump(items, fh, indent=1)
-        return {"_target_": f"{__name__}.load_datalist", "path": path}
-
     def _update_overrides(self, overrides):
-        for key, name in (("train#dataset#data", "train"), ("validate#dataset#data", "validation")):
-            if isinstance(overrides.get(key), list):
-                overrides[key] = self._datalist_component(name, overrides[key])
+        # the datalists (train#dataset#data, validate#dataset#data) go in as MONAI Label set them:
+        # their store addresses (<store>::<collection>/<id>) pass through the config unchanged
+        if "#" in self.bundle_path:  # its paths (stats file, bundle_root) go through the config
+            raise ValueError(
+                f"the workspace path {self.bundle_path!r} contains '#', which MONAI bundle configs rewrite; move it"
+            )
         if str(overrides.get("tracking", "")).lower() == "mlflow":
             overrides["tracking"] = mlflow_settings(overrides.get("tracking_uri") or self.tracking_uri)
         handlers = list(overrides.get("train#handlers") or [])

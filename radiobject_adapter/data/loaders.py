@@ -147,9 +147,15 @@ def create_inference_dataloader(
     num_workers: int = 4,
     pin_memory: bool = True,
     transform: Transform = None,
+    *,
+    dataset_type: type[VolumeCollectionDataset] = VolumeCollectionDataset,
 ) -> DataLoader:
-    """Whole volumes in order, for sliding-window inference."""
-    ds = VolumeCollectionDataset(collections, DatasetConfig(), transform=transform)
+    """Whole volumes in order, for sliding-window inference (radiobject's signature).
+
+    ``dataset_type``: the dataset class over ``collections`` (``radiobject_adapter.ml`` passes
+    its own, which names the batch keys as radiobject does).
+    """
+    ds = dataset_type(collections, DatasetConfig(), transform=transform)
     return make_dataloader(ds, batch_size, False, num_workers, pin_memory)
 
 

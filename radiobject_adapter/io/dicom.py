@@ -115,7 +115,9 @@ class DicomVolume:
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+        from radiobject_adapter.store.layout import affine_spacing
+
+        return affine_spacing(self.affine)
 
     def array_metadata(self) -> dict[str, str]:
         """Array metadata: orientation keys like NIfTI ingest, plus the series' identity."""
@@ -135,26 +137,24 @@ class DicomVolume:
         """The collection ``obs`` row, with the columns NIfTI ingest fills."""
         import nibabel as nib
 
-        from radiobject_adapter.store.layout import affine_to_json
+        from radiobject_adapter.store.layout import obs_row
 
         dtype = self.data.dtype
-        return {
-            "series_type": series_type,
-            "voxel_spacing": str(self.spacing),
-            "dimensions": str(tuple(int(s) for s in self.data.shape)),
-            "datatype": int(nib.nifti1.data_type_codes.code[dtype]),
-            "bitpix": int(dtype.itemsize * 8),
-            "scl_slope": 1.0,  # already applied to the voxels
-            "scl_inter": 0.0,
-            "xyzt_units": 2,
-            "spatial_units": "mm",
-            "qform_code": 0,
-            "sform_code": 0,
-            "axcodes": self.axcodes,
-            "affine_json": affine_to_json(self.affine),
-            "orientation_source": "dicom",
-            "source_path": os.path.dirname(os.path.abspath(self.files[0])),
-        }
+        return obs_row(
+            series_type,
+            self.data.shape,
+            self.affine,
+            os.path.dirname(os.path.abspath(self.files[0])),
+            datatype=int(nib.nifti1.data_type_codes.code[dtype]),
+            bitpix=int(dtype.itemsize * 8),
+            scl_slope=1.0,  # already applied to the voxels
+            scl_inter=0.0,
+            xyzt_units=2,
+            spatial_units="mm",
+            qform_code=0,
+            sform_code=0,
+            orientation_source="dicom",
+        )
 
 
 def _walk(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:

@@ -119,13 +119,13 @@ def subject_id_of_series(
 ) -> str:
     """Subject id of a series: a regex on its first file's path, else the value of ``subject_tag``."""
     if subject_pattern is not None:
+        from radiobject_adapter.store.naming import match_subject
+
         path = series.files[0]
-        match = re.search(subject_pattern, path)
-        if match is None:
+        subject = match_subject(subject_pattern, path)
+        if subject is None:
             raise DicomSeriesError(series.uid, f"subject pattern {subject_pattern!r} does not match {path!r}")
-        if "subject" in match.groupdict():
-            return match.group("subject")
-        return match.group(1) if match.groups() else match.group(0)
+        return subject
     value = series.tag(subject_tag).strip()
     if not value:
         raise DicomSeriesError(

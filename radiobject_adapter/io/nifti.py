@@ -11,7 +11,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from radiobject_adapter.store.layout import affine_spacing, affine_to_json
+from radiobject_adapter.store.layout import obs_row
 
 __all__ = ["LoadedVolume", "load_nifti"]
 
@@ -72,25 +72,22 @@ class LoadedVolume:
     def obs_row(self, series_type: str) -> dict[str, Any]:
         """The collection ``obs`` row (radiobject's NIfTI columns)."""
         slope, inter = self._scl()
-        spacing = affine_spacing(self.affine)
         units = int(self.header["xyzt_units"])
-        return {
-            "series_type": series_type,
-            "voxel_spacing": str(spacing),
-            "dimensions": str(tuple(int(s) for s in self.data.shape[:3])),
-            "datatype": int(self.header["datatype"]),
-            "bitpix": int(self.header["bitpix"]),
-            "scl_slope": slope,
-            "scl_inter": inter,
-            "xyzt_units": units,
-            "spatial_units": _SPATIAL_UNITS.get(units & 0x07, "unknown"),
-            "qform_code": self.qform_code,
-            "sform_code": self.sform_code,
-            "axcodes": self.axcodes,
-            "affine_json": affine_to_json(self.affine),
-            "orientation_source": self.orientation_source,
-            "source_path": os.path.abspath(self.path),
-        }
+        return obs_row(
+            series_type,
+            self.data.shape,
+            self.affine,
+            os.path.abspath(self.path),
+            datatype=int(self.header["datatype"]),
+            bitpix=int(self.header["bitpix"]),
+            scl_slope=slope,
+            scl_inter=inter,
+            xyzt_units=units,
+            spatial_units=_SPATIAL_UNITS.get(units & 0x07, "unknown"),
+            qform_code=self.qform_code,
+            sform_code=self.sform_code,
+            orientation_source=self.orientation_source,
+        )
 
 
 def load_nifti(path: str, expect_ndim: int | None = 3) -> LoadedVolume:

@@ -20,9 +20,7 @@ Example:
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,8 +35,8 @@ from radiobject_adapter.io.ingest import (
     _write_subject_table,
     load_subject_table,
 )
-from radiobject_adapter.store.layout import Tiling, affine_to_json, make_obs_id
-from radiobject_adapter.store.naming import discover_files, strip_suffix
+from radiobject_adapter.store.layout import Tiling, make_obs_id, obs_row
+from radiobject_adapter.store.naming import discover_files, subject_id_from_path
 from radiobject_adapter.store.writer import StoreWriter
 
 __all__ = ["TIF_SUFFIXES", "ingest_tifs", "is_tif_spec", "load_tif", "tif_subject_id"]
@@ -55,15 +53,7 @@ def tif_subject_id(path: str | os.PathLike, pattern: str | None = None) -> str:
         >>> tif_subject_id("scan-12_slice.tif", pattern=r"scan-(?P<subject>\\d+)")
         '12'
     """
-    stem = strip_suffix(Path(path).name)
-    if pattern is None:
-        return stem
-    match = re.search(pattern, stem)
-    if match is None:
-        raise ValueError(f"subject pattern {pattern!r} does not match file name {stem!r} ({path})")
-    if "subject" in match.groupdict():
-        return match.group("subject")
-    return match.group(1) if match.groups() else match.group(0)
+    return subject_id_from_path(path, pattern, channel_suffix=False)  # img_0001 is a name, not a channel
 
 
 def load_tif(path: str | os.PathLike) -> np.ndarray:
@@ -137,16 +127,10 @@ def _collect(folders: Mapping[str, Any], subject_pattern: str | None) -> dict[st
 
 
 def _obs_row(collection: str, path: str, shape: Sequence[int]) -> dict[str, Any]:
-    return {
-        "series_type": collection,
-        "voxel_spacing": str((1.0, 1.0, 1.0)),
-        "dimensions": str(tuple(int(s) for s in shape)),
-        "spatial_units": "unknown",
-        "axcodes": "RAS",
-        "affine_json": affine_to_json(np.eye(4)),
-        "orientation_source": "identity",
-        "source_path": os.path.abspath(path),
-    }
+    # a TIF has no geometry: unit voxels, identity affine (RAS)
+    return obs_row(
+        collection, shape, np.eye(4), os.path.abspath(path), spatial_units="unknown", orientation_source="identity"
+    )
 
 
 def ingest_tifs(

@@ -12,6 +12,7 @@ from typing import Any
 
 from monai.data import DataLoader
 
+from radiobject_adapter.data import loaders as _loaders
 from radiobject_adapter.data.config import DatasetConfig, LoadingMode
 from radiobject_adapter.data.datasets import LabelSource, Transform
 from radiobject_adapter.data.loaders import make_dataloader
@@ -74,9 +75,15 @@ def create_inference_dataloader(
     pin_memory: bool = True,
     transform: Transform = None,
 ) -> DataLoader:
-    """Whole volumes in order."""
-    ds = VolumeCollectionDataset(collections, DatasetConfig(), transform=transform)
-    return make_dataloader(ds, batch_size, False, num_workers, pin_memory and num_workers > 0)
+    """Whole volumes in order, with radiobject's batch keys."""
+    return _loaders.create_inference_dataloader(
+        collections,
+        batch_size,
+        num_workers,
+        pin_memory and num_workers > 0,
+        transform,
+        dataset_type=VolumeCollectionDataset,
+    )
 
 
 def create_segmentation_dataloader(

@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -32,8 +31,9 @@ from radiobject_adapter.store.layout import (
     create_volume_schema,
     join_uri,
     make_obs_id,
+    obs_row,
 )
-from radiobject_adapter.store.naming import discover_files, subject_id_from_path
+from radiobject_adapter.store.naming import discover_files, strip_suffix, subject_id_from_path
 from radiobject_adapter.store.writer import StoreWriter
 
 __all__ = [
@@ -71,7 +71,7 @@ def infer_series_type(path: str | os.PathLike) -> str:
         ValueError: the name says nothing; give ``collection_name`` or ``images={...}``.
     """
     name = os.path.basename(os.fspath(path))
-    stem = re.sub(r"\.(nii(\.gz)?|tiff?)$", "", name, flags=re.IGNORECASE)
+    stem = strip_suffix(name)
     suffix = stem.split("_")[-1]
     for known in SERIES_TYPES:
         if known.lower() == suffix.lower():
@@ -304,8 +304,8 @@ def write_collection(
         data, affine, meta = _volume_source(vol)
         if transform is not None:
             data = np.ascontiguousarray(transform(data))
-        row = {"series_type": name, "dimensions": str(tuple(int(n) for n in data.shape[:3]))}
-        row.update({k: v for k, v in (obs_rows or {}).get(obs_id, {}).items() if k not in ("obs_id", "obs_subject_id")})
+        copied = {k: v for k, v in (obs_rows or {}).get(obs_id, {}).items() if k not in ("obs_id", "obs_subject_id")}
+        row = {**obs_row(name, data.shape), **copied}  # the source's row wins, as copied
         writer.write_volume(name, subject_of[obs_id], obs_id, data, affine, meta=meta, obs_row=row)
         written.append(obs_id)
     return written

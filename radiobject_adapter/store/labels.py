@@ -37,7 +37,7 @@ from radiobject_adapter.config import ctx_for_threads, forget_array
 from radiobject_adapter.errors import LabelError
 from radiobject_adapter.store.foreground import DEFAULT_MAX_PER_CLASS, FRAGMENT_KEY, ForegroundIndex
 from radiobject_adapter.store.label_versions import next_timestamp, record_metadata, write_version
-from radiobject_adapter.store.layout import Tiling, affine_spacing, affine_to_json, make_obs_id
+from radiobject_adapter.store.layout import Tiling, affine_to_json, make_obs_id, obs_row
 from radiobject_adapter.store.lease import WriterLease
 from radiobject_adapter.store.writer import StoreWriter
 
@@ -165,19 +165,6 @@ class WrittenLabel:
     created: bool
 
 
-def _obs_row(collection: str, data: np.ndarray, affine: np.ndarray, source_path: str) -> dict[str, Any]:
-    import nibabel as nib
-
-    return {
-        "series_type": collection,
-        "voxel_spacing": str(tuple(float(s) for s in affine_spacing(affine))),
-        "dimensions": str(tuple(int(s) for s in data.shape)),
-        "axcodes": "".join(nib.aff2axcodes(affine)),
-        "affine_json": affine_to_json(affine),
-        "source_path": source_path,
-    }
-
-
 def write_label(
     store: str,
     collection: str,
@@ -239,7 +226,7 @@ def write_label(
             data,
             affine,
             meta={"source_path": source_path, **dict(meta or {}), **dict(version_meta or {})},
-            obs_row=_obs_row(collection, data, affine, source_path),
+            obs_row=obs_row(collection, data.shape, affine, source_path),
             raw_meta=raw_meta,
             timestamp=version,
             counters=True,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tiledb
@@ -37,6 +38,7 @@ __all__ = [
     "create_volume_schema",
     "join_uri",
     "make_obs_id",
+    "obs_row",
     "read_format_version",
 ]
 
@@ -212,3 +214,34 @@ def affine_spacing(affine: np.ndarray) -> tuple[float, float, float]:
     """
     columns = np.asarray(affine, dtype=np.float64)[:3, :3]
     return tuple(float(s) for s in np.sqrt((columns**2).sum(axis=0)))  # type: ignore[return-value]
+
+
+def obs_row(
+    series_type: str,
+    shape: Sequence[int],
+    affine: np.ndarray | None = None,
+    source_path: str | None = None,
+    **columns: Any,
+) -> dict[str, Any]:
+    """A collection's ``obs`` row for one volume: the columns every writer fills, then ``columns``.
+
+    ``series_type`` and ``dimensions`` always; with ``affine`` also ``voxel_spacing``
+    (:func:`affine_spacing`), ``axcodes`` and ``affine_json``; ``source_path`` when given. The
+    index columns (``obs_subject_id``, ``obs_id``) are the writer's.
+
+    Example:
+        >>> obs_row("CT", (64, 64, 40), np.diag([0.8, 0.8, 2.0, 1.0]), "/data/case_001.nii.gz")
+        {'series_type': 'CT', 'dimensions': '(64, 64, 40)', 'voxel_spacing': '(0.8, 0.8, 2.0)', 'axcodes': 'RAS',
+         'affine_json': '[[0.8, 0.0, 0.0, 0.0], ...]', 'source_path': '/data/case_001.nii.gz'}
+    """
+    row: dict[str, Any] = {"series_type": series_type, "dimensions": str(tuple(int(s) for s in tuple(shape)[:3]))}
+    if affine is not None:
+        import nibabel as nib  # light (no torch); imported here so the layout module stays minimal
+
+        row["voxel_spacing"] = str(affine_spacing(affine))
+        row["axcodes"] = "".join(nib.aff2axcodes(affine))
+        row["affine_json"] = affine_to_json(affine)
+    if source_path is not None:
+        row["source_path"] = source_path
+    row.update(columns)
+    return row

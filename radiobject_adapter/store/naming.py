@@ -15,10 +15,17 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["SUPPORTED_SUFFIXES", "discover_files", "strip_suffix", "subject_id_from_path"]
+__all__ = [
+    "CHANNEL_SUFFIX",
+    "SUPPORTED_SUFFIXES",
+    "discover_files",
+    "match_subject",
+    "strip_suffix",
+    "subject_id_from_path",
+]
 
 SUPPORTED_SUFFIXES = (".nii.gz", ".nii", ".tif", ".tiff")
-_CHANNEL_SUFFIX = re.compile(r"_\d{4}$")
+CHANNEL_SUFFIX = re.compile(r"_(\d{4})$")  # nnU-Net's channel: case_001_0000.nii.gz
 
 
 def strip_suffix(name: str) -> str:
@@ -29,8 +36,24 @@ def strip_suffix(name: str) -> str:
     return name
 
 
-def subject_id_from_path(path: str | os.PathLike, pattern: str | None = None) -> str:
-    """Subject id of a file by the rule above.
+def match_subject(pattern: str, text: str) -> str | None:
+    """The subject id ``pattern`` finds in ``text``: its group ``subject``, else its first group,
+    else the whole match; ``None`` when it does not match (the caller says where).
+
+    Example:
+        >>> match_subject(r"sub-(?P<subject>\\d+)", "sub-07_T1w")
+        '07'
+    """
+    match = re.search(pattern, text)
+    if match is None:
+        return None
+    if "subject" in match.groupdict():
+        return match.group("subject")
+    return match.group(1) if match.groups() else match.group(0)
+
+
+def subject_id_from_path(path: str | os.PathLike, pattern: str | None = None, channel_suffix: bool = True) -> str:
+    """Subject id of a file by the rule above (``channel_suffix=False``: keep a trailing ``_NNNN``).
 
     Example:
         >>> subject_id_from_path("imagesTr/case_001_0000.nii.gz")
@@ -40,13 +63,11 @@ def subject_id_from_path(path: str | os.PathLike, pattern: str | None = None) ->
     """
     stem = strip_suffix(Path(path).name)
     if pattern is None:
-        return _CHANNEL_SUFFIX.sub("", stem)
-    match = re.search(pattern, stem)
-    if match is None:
+        return CHANNEL_SUFFIX.sub("", stem) if channel_suffix else stem
+    subject = match_subject(pattern, stem)
+    if subject is None:
         raise ValueError(f"subject pattern {pattern!r} does not match file name {stem!r} ({path})")
-    if "subject" in match.groupdict():
-        return match.group("subject")
-    return match.group(1) if match.groups() else match.group(0)
+    return subject
 
 
 def _is_supported(path: str) -> bool:

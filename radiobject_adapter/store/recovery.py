@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import tiledb
 
-from radiobject_adapter.store.layout import affine_from_json
+from radiobject_adapter.store.layout import affine_from_json, affine_spacing, obs_row
 
 __all__ = ["OBS_ROW_KEY", "VolumeRecord", "derive_obs_row", "registered_volumes"]
 
@@ -58,11 +58,10 @@ def derive_obs_row(meta: Mapping[str, Any], shape: Sequence[int], dtype: np.dtyp
                 return row
         except ValueError:
             pass
-    row: dict[str, Any] = {"series_type": collection, "dimensions": str(tuple(int(s) for s in shape[:3]))}
-    if "orientation_affine" in meta:
-        affine = affine_from_json(str(meta["orientation_affine"]))
+    row = obs_row(collection, shape)
+    if "orientation_affine" in meta:  # the stored text as it is (no axcodes: radiobject's rows have none)
         row["affine_json"] = str(meta["orientation_affine"])
-        row["voxel_spacing"] = str(tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0))))
+        row["voxel_spacing"] = str(affine_spacing(affine_from_json(row["affine_json"])))
     row["datatype"], row["bitpix"] = _nifti_codes(dtype)
 
     def number(key: str, kind: type) -> Any:

@@ -41,7 +41,6 @@ from torch.utils.data import Dataset
 
 from radiobject_adapter import DatasetConfig, LoadingMode, TileDBDataset
 from radiobject_adapter.address import is_volume_address
-from radiobundles.addresses import restore_address, restore_addresses
 
 __all__ = ["PatchesPerSubject", "datalist_source", "patch_training_dataset"]
 
@@ -60,7 +59,7 @@ def datalist_source(data: Sequence[Mapping[str, Any]], image_key: str = "image")
     for item in data:
         image = item[image_key]
         first = image[0] if isinstance(image, (list, tuple)) else image
-        kinds.add("store" if is_volume_address(restore_address(str(first))) else "nifti")
+        kinds.add("store" if is_volume_address(str(first)) else "nifti")
     if len(kinds) > 1:
         raise ValueError("the datalist mixes store addresses and files; give one kind per dataset")
     return kinds.pop()
@@ -108,8 +107,9 @@ def _store_dataset(
         patches_per_volume=patches_per_volume,
         pad_value=pad_value,
     )
-    items = [restore_addresses(item) for item in data]  # a datalist given in a config override has "::"
-    dataset = TileDBDataset(items, config, transform=transform, foreground_sampling=True, pos=pos, neg=neg)
+    dataset = TileDBDataset(
+        [dict(item) for item in data], config, transform=transform, foreground_sampling=True, pos=pos, neg=neg
+    )
     return PatchesPerSubject(dataset)
 
 

@@ -23,7 +23,6 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from radiobject_adapter.address import is_volume_address, parse_address
-from radiobundles.addresses import restore_address
 from radiobundles.ct3d.metrics import class_name_list, subject_id_of
 from radiobundles.ct3d.visualize import label_map
 
@@ -80,7 +79,7 @@ class SaveDicomSegd(MapTransform):
     def _source_metadata(self, meta: Mapping[str, Any]) -> dict[str, Any]:
         from radiobject_adapter import RadiObject
 
-        source = restore_address(str(meta.get("filename_or_obj", "")))
+        source = str(meta.get("filename_or_obj", ""))
         if not is_volume_address(source):
             raise ValueError(
                 f"{source!r} was not read from a store; DICOM SEG output needs images ingested from DICOM "

@@ -36,7 +36,6 @@ from monai.metrics import compute_dice, compute_hausdorff_distance
 
 from radiobject_adapter.address import is_volume_address, parse_address
 from radiobject_adapter.store.naming import subject_id_from_path
-from radiobundles.addresses import restore_address
 
 __all__ = ["CSV_COLUMNS", "SubjectMetricsSaver", "class_name_list", "segmentation_scores", "subject_id_of"]
 
@@ -62,7 +61,7 @@ def subject_id_of(meta: Mapping[str, Any] | None, fallback: str = "") -> str:
     name = meta.get("filename_or_obj")
     if not name:
         return fallback
-    name = restore_address(str(name[0] if isinstance(name, (list, tuple)) else name))
+    name = str(name[0] if isinstance(name, (list, tuple)) else name)
     return parse_address(name).key if is_volume_address(name) else subject_id_from_path(name)
 
 

@@ -6,7 +6,7 @@
   as a training label (e.g. after correction in MONAI Label). Writing a subject again stores a
   new TileDB fragment: the earlier prediction stays readable by time travel.
 * :func:`subject_name_formatter` names ``SaveImaged`` outputs after the subject
-  (``case_001_seg.nii.gz`` for ``imagesTr/case_001_0000.nii.gz`` or ``store#CT/case_001``).
+  (``case_001_seg.nii.gz`` for ``imagesTr/case_001_0000.nii.gz`` or ``store::CT/case_001``).
 
 Example:
     >>> SaveToStored(keys="pred", collection="pred")({"pred": pred})   # pred: MetaTensor [1, X, Y, Z]
@@ -25,7 +25,6 @@ from monai.transforms import MapTransform, Transform
 from radiobject_adapter import RadiObject
 from radiobject_adapter.address import is_volume_address, parse_address
 from radiobject_adapter.store.labels import LabelError, find_label, write_label
-from radiobundles.addresses import restore_address
 from radiobundles.ct3d.metrics import subject_id_of
 from radiobundles.ct3d.visualize import label_map
 
@@ -99,7 +98,7 @@ class SaveToStored(MapTransform):
         for key in self.key_iterator(d):
             pred = d[key]
             meta = getattr(pred, "meta", None) or {}
-            source = restore_address(str(meta.get("filename_or_obj", "")))
+            source = str(meta.get("filename_or_obj", ""))
             store = self.store or (parse_address(source).store if is_volume_address(source) else None)
             if store is None:
                 raise ValueError(

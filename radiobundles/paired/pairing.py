@@ -22,10 +22,10 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from radiobject_adapter.address import volume_address
+from radiobject_adapter.address import collection_address, volume_address
 from radiobject_adapter.errors import RadiobundlesError
 from radiobject_adapter.io.tif import TIF_SUFFIXES
-from radiobject_adapter.store.naming import strip_suffix
+from radiobject_adapter.store.naming import subject_id_from_path
 from radiobject_adapter.store.radiobject import is_store
 from radiobundles.paired.transforms import STORE_READER, TIF_READER
 
@@ -57,7 +57,7 @@ class ImageSource:
 
     @property
     def label(self) -> str:
-        return self.location if self.collection is None else f"{self.location}#{self.collection}"
+        return self.location if self.collection is None else collection_address(self.location, self.collection)
 
     @cached_property
     def items(self) -> dict[str, str]:
@@ -73,7 +73,7 @@ class ImageSource:
         )
         out: dict[str, str] = {}
         for f in files:
-            name = strip_suffix(f)
+            name = subject_id_from_path(f, channel_suffix=False)
             if name in out:
                 raise ValueError(
                     f"{self.location}: {os.path.basename(out[name])!r} and {f!r} have the same name {name!r}"

@@ -1,7 +1,8 @@
 """One item per axial slice, read from the store as a slice (one tile of an axially tiled store).
 
-A stand-in for ``radiobject_adapter.data.VolumeCollectionDataset`` in ``LoadingMode.SLICE_2D``:
-the bundle names it in one ``_target_`` (``train#slice_dataset``), so either can be used.
+The data layer's :class:`radiobject_adapter.TileDBDataset` in ``LoadingMode.SLICE_2D`` (axial),
+with this bundle's item form: plain NumPy arrays ``[1, X, Y]`` of one dtype under the datalist's
+own keys. The bundle names it in one ``_target_`` (``train#slice_dataset``).
 
 Example:
     >>> data = make_datalist("store", split="train")      # radiobundles.datalists
@@ -15,24 +16,24 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from monai.transforms import apply_transform
-from torch.utils.data import Dataset
 
-from radiobject_adapter import resolve_volume
+from radiobject_adapter import DatasetConfig, LoadingMode, TileDBDataset
 
 __all__ = ["AxialSliceDataset"]
 
+_AXIAL = 2
 
-class AxialSliceDataset(Dataset):
+
+class AxialSliceDataset(TileDBDataset):
     """Axial slices of store volumes as MONAI dictionaries ``{"image": [1, X, Y], "label": [1, X, Y]}``.
 
-    Only the requested slice is read (``Volume.axial``); each item also carries
+    Only the requested slice is read (``Volume.plane``); each item also carries
     ``subject_id`` (and whatever else the datalist entry holds) and ``slice_index``.
 
     Args:
         data: datalist entries whose ``keys`` are volume addresses (``radiobundles.datalists.make_datalist``).
         transform: MONAI (dictionary) transform applied to each slice item.
-        keys: the address keys to read; the first one sets the number of slices.
+        keys: the address keys to read: the image, then optionally its label (same grid).
         dtype: cast the slices to this dtype.
     """
 
@@ -44,31 +45,31 @@ class AxialSliceDataset(Dataset):
         dtype: Any = np.float32,
     ) -> None:
         self.data = list(data)
-        self.transform = transform
         self.keys = tuple(keys)
+        if not 1 <= len(self.keys) <= 2:
+            raise ValueError(f"keys: an image key and optionally a label key, got {self.keys}")
         self.dtype = dtype
-        self._index: list[tuple[int, int]] = []
         for i, item in enumerate(self.data):
             missing = [k for k in self.keys if k not in item]
             if missing:
                 raise KeyError(f"datalist entry {i} ({item.get('subject_id', '?')}) has no {missing}; entry: {item}")
-            depth = resolve_volume(str(item[self.keys[0]])).shape[2]
-            self._index.extend((i, z) for z in range(depth))
-
-    def __len__(self) -> int:
-        return len(self._index)
+        super().__init__(
+            self.data,
+            DatasetConfig(loading_mode=LoadingMode.SLICE_2D, slice_axis=_AXIAL, image_dtype=None),
+            transform=transform,
+            image_key=self.keys[0],
+            label_key=self.keys[1] if len(self.keys) > 1 else "",  # "": no label key in any entry
+        )
 
     def slice_of(self, index: int) -> tuple[str, int]:
         """``(subject_id, slice index)`` of item ``index``."""
-        i, z = self._index[index]
+        i, z = self._locate(index)
         return str(self.data[i].get("subject_id", i)), z
 
-    def __getitem__(self, index: int) -> Any:
-        i, z = self._index[index]
-        entry = self.data[i]
-        item = {k: v for k, v in entry.items() if k not in self.keys}
-        for key in self.keys:
-            plane = resolve_volume(str(entry[key])).axial(z)
-            item[key] = np.ascontiguousarray(plane[None], dtype=self.dtype)
-        item["slice_index"] = z
-        return apply_transform(self.transform, item) if self.transform is not None else item
+    def load_sample(self, rec_index: int, sub_index: int, start: Sequence[int] | None = None) -> dict[str, Any]:
+        sample = super().load_sample(rec_index, sub_index, start)
+        item = {k: v for k, v in self.data[rec_index].items() if k not in self.keys}
+        for key, read in zip(self.keys, ("image", "label")):
+            item[key] = np.ascontiguousarray(sample[read].numpy(), dtype=self.dtype)
+        item["slice_index"] = sub_index
+        return item

@@ -100,7 +100,7 @@ def test_train_evaluate_and_infer_from_an_s3_store(s3_store: str, use_s3: S3Serv
     """One tiny epoch, evaluation and inference, each a ``monai.bundle run`` process on ``s3://``."""
     outputs = {"ckpt_dir": str(tmp_path / "models"), "log_dir": str(tmp_path / "runs")}
     validation = make_datalist(s3_store, split="validation", val_fraction=VAL_FRACTION)
-    assert len(validation) == 1 and validation[0]["image"].startswith(f"{s3_store}#CT/")
+    assert len(validation) == 1 and validation[0]["image"].startswith(f"{s3_store}::CT/")
 
     before = _store_requests(use_s3, "bundles/ct_store/")
     _bundle_run(TRAIN, s3_store, use_s3, {**TINY_TRAIN, **outputs, "output_dir": str(tmp_path / "eval")})

@@ -163,6 +163,26 @@ def test_nifti_folder_runs_train_evaluate_inference_with_the_same_configs(synthe
 
 
 @pytest.mark.slow
+@pytest.mark.integration
+def test_dataset_dir_naming_store_and_collection_trains_through_the_command_line(ct_store, tmp_path):
+    """``--dataset_dir <store>::CT`` as the README documents it: MONAI's config parser leaves the
+    address alone, so no probe of the store is needed to read it back."""
+    overrides = {**TINY_TRAIN, "image_collection": "not_a_collection", **outputs(tmp_path)}
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", TRAIN, "--dataset_dir", f"{ct_store}::CT"]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert os.path.isfile(tmp_path / "models" / "model.pt")
+    # the old form reaches the bundle as the new one and names the same data
+    expected = make_datalist(ct_store, split="train", val_fraction=0.34)
+    for dataset_dir in (f"{ct_store}#CT", f"{ct_store}::CT"):
+        wf = ConfigWorkflow(config_file=TRAIN, meta_file=METADATA, logging_file=False, dataset_dir=dataset_dir)
+        wf.parser.update({"val_fraction": 0.34, "image_collection": "not_a_collection"})
+        assert wf.parser.get_parsed_content("train#datalist") == expected
+
+
+@pytest.mark.slow
 def test_monai_label_overrides_drive_training_without_dataset_dir(store, tmp_path):
     """What MONAI Label's BundleTrainTask sets: datalists, max epochs, handlers, device, bundle_root."""
     parser = ConfigParser()

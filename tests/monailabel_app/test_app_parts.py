@@ -15,7 +15,7 @@ from monailabel_app.lib.bundle import MODEL_FILE, ORIGIN_FILE, find_bundle, prep
 from monailabel_app.lib.cache import NiftiCache
 from monailabel_app.lib.conf import AppConf
 from monailabel_app.lib.errors import InvalidRequest
-from monailabel_app.lib.train import bundle_overrides, load_datalist
+from monailabel_app.lib.train import bundle_overrides
 from radiobject_adapter.store.label_versions import fragment_timestamps, list_versions, next_timestamp, write_version
 
 BUNDLE = "ct_segmentation_3d"
@@ -87,13 +87,6 @@ def test_training_options_are_checked_numbers_never_expressions():
     ):
         with pytest.raises(InvalidRequest, match="training option"):
             bundle_overrides(bad)
-
-
-def test_datalists_reach_the_bundle_through_a_file(tmp_path):
-    items = [{"image": "/data/store#CT/case_000", "label": "/data/store#seg/case_000"}]
-    path = tmp_path / "train.json"
-    path.write_text(json.dumps(items))
-    assert load_datalist(str(path)) == items  # '#' intact, unlike config values in MONAI 1.6
 
 
 def test_version_timestamps_strictly_increase_and_never_lie_in_the_future(tmp_path):

@@ -97,7 +97,7 @@ def test_saved_labels_feed_the_training_datalist(datastore, project, tmp_path):
     _save(datastore, project, "case_002", label, tmp_path)
     items = {it["subject_id"]: it for it in datastore.datalist()}
     assert sorted(items) == ["case_000", "case_001", "case_002"]
-    assert items["case_002"]["label"] == f"{RadiObject(project.store).uri}#seg/case_002"
+    assert items["case_002"]["label"] == f"{RadiObject(project.store).uri}::seg/case_002"
     data, _meta = TileDBReader().get_data(TileDBReader().read(items["case_002"]["label"]))
     np.testing.assert_array_equal(data, label)
     # the sampler's foreground index follows the latest version

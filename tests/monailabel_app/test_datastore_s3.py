@@ -128,7 +128,7 @@ def test_datastore_lists_serves_versions_and_restores_labels_on_s3(project: S3Pr
     # training datalist: store addresses on S3, read by the bundle's reader
     items = {it["subject_id"]: it for it in ds.datalist()}
     assert sorted(items) == ["case_000", "case_001"]
-    assert items["case_001"]["label"] == f"{project.store}#seg/case_001"
+    assert items["case_001"]["label"] == f"{project.store}::seg/case_001"
     data, _meta = TileDBReader().get_data(TileDBReader().read(items["case_001"]["label"]))
     np.testing.assert_array_equal(data, label)
 
@@ -189,7 +189,7 @@ def test_real_server_over_an_s3_store(project: S3Project, s3_label_server: Any, 
     np.testing.assert_array_equal(RadiObject(project.store).seg[image_id].to_numpy(), project.held_label(image_id))
     train_items = requests.get(f"{server.url}/datastore/", params={"output": "train"}, timeout=30).json()
     assert {it["subject_id"] for it in train_items} >= {"case_000", image_id}
-    assert all(it["image"].startswith(f"{project.store}#CT/") for it in train_items)
+    assert all(it["image"].startswith(f"{project.store}::CT/") for it in train_items)
     assert server.network_attempts() == []  # S3 on loopback only: nothing left this machine
 
 

@@ -9,11 +9,13 @@ import shutil
 import pytest
 import torch
 from ignite.engine import Engine, Events
+from monai.bundle import ConfigParser
 
 from monailabel_app.lib.bundle import find_bundle, prepare_bundle
 from monailabel_app.lib.errors import InvalidRequest
 from monailabel_app.lib.train import StoreBundleTrainTask, bundle_overrides, model_choices
 from monailabel_app.lib.train_stats import TrainStatsWriter, read_train_stats
+from radiobject_adapter.address import parse_address, volume_address
 
 BUNDLE = "ct_segmentation_3d"
 
@@ -26,6 +28,20 @@ def task(tmp_path) -> StoreBundleTrainTask:
     )
     path = prepare_bundle(str(src), str(tmp_path / "ws"))
     return StoreBundleTrainTask(path, {}, tracking_uri="sqlite:///x.db")
+
+
+def test_datalists_reach_the_bundle_config_as_monai_label_sets_them(task):
+    """No file, no rewrite: store addresses in ``train#dataset#data`` come out of the bundle's
+    config parser as they went in; an old ``#`` address comes out in the new form."""
+    items = [{"image": volume_address("/data/store", "CT", "case_000"), "label": "/data/store#seg/case_000"}]
+    overrides = task._update_overrides({"train#dataset#data": items, "validate#dataset#data": items[:1]})
+    assert overrides["train#dataset#data"] == items
+    parser = ConfigParser()
+    parser.read_config(os.path.join(task.bundle_path, "configs", "train.json"))
+    parser.update({"train#dataset#data": overrides["train#dataset#data"]})
+    parsed = parser.get_parsed_content("train#dataset#data", instantiate=False)
+    assert parsed == [{"image": "/data/store::CT/case_000", "label": "/data/store::seg/case_000"}]
+    assert parse_address(parsed[0]["label"]) == parse_address(items[0]["label"])
 
 
 def slicer_params(config: dict) -> dict:

@@ -89,14 +89,16 @@ def test_several_collections_stack_as_channels(typed_store) -> None:
 
 def test_reader_claims_addresses_only() -> None:
     reader = TileDBReader()
-    assert reader.verify_suffix("s3://bucket/store#CT/case_001")
+    assert reader.verify_suffix("s3://bucket/store::CT/case_001")
+    assert reader.verify_suffix("/data/store::seg/case_001")
+    assert reader.verify_suffix("s3://bucket/store#CT/case_001")  # the old form
     assert reader.verify_suffix("/data/store#seg/case_001")
     assert not reader.verify_suffix("/data/case_001.nii.gz")
 
 
 def test_address_round_trip_and_malformed_addresses() -> None:
     addr = volume_address("s3://bucket/my store", "CT", "case_001")
-    assert addr == "s3://bucket/my store#CT/case_001"
+    assert addr == "s3://bucket/my store::CT/case_001"
     parsed = parse_address(addr)
     assert (parsed.store, parsed.collection, parsed.key) == ("s3://bucket/my store", "CT", "case_001")
     with pytest.raises(ValueError, match="not a volume address"):

@@ -133,7 +133,7 @@ def test_patch_reads_take_one_query_each_without_retries(s3_store: str, subjects
 def test_loadimaged_reads_datalist_entries(s3_store: str, synthetic_ct: SyntheticDataset) -> None:
     radi = RadiObject(s3_store)
     items = radi.datalist(image="CT", label="seg")[:2]
-    assert all(it["image"].startswith(f"{s3_store}#CT/") for it in items)
+    assert all(it["image"].startswith(f"{s3_store}::CT/") for it in items)
     load = LoadImaged(
         keys=["image", "label"], reader="radiobject_adapter.TileDBReader", expanduser=False, image_only=True
     )

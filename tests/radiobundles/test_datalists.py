@@ -27,8 +27,8 @@ def test_store_and_nifti_folder_give_the_same_split(ct_store, synthetic_ct):
 
 def test_store_items_are_volume_addresses_and_folder_items_are_files(ct_store, synthetic_ct):
     store_item = make_datalist(ct_store, split="all")[0]
-    assert store_item["image"] == f"{os.path.abspath(ct_store)}#CT/{store_item['subject_id']}"
-    assert store_item["label"] == f"{os.path.abspath(ct_store)}#seg/{store_item['subject_id']}"
+    assert store_item["image"] == f"{os.path.abspath(ct_store)}::CT/{store_item['subject_id']}"
+    assert store_item["label"] == f"{os.path.abspath(ct_store)}::seg/{store_item['subject_id']}"
     file_item = make_datalist(synthetic_ct.root, split="all")[0]
     assert file_item["image"].endswith(f"imagesTr/{file_item['subject_id']}_0000.nii.gz")
     assert file_item["label"].endswith(f"labelsTr/{file_item['subject_id']}.nii.gz")
@@ -67,3 +67,17 @@ def test_detect_source_rejects_a_folder_without_images(tmp_path, ct_store, synth
     assert detect_source(synthetic_ct.root) == "nifti"
     with pytest.raises(ValueError, match="neither a TileDB store nor a folder"):
         detect_source(str(tmp_path))
+
+
+def test_dataset_dir_may_name_the_image_collection_in_new_and_old_form(ct_store):
+    expected = make_datalist(ct_store, split="train", val_fraction=0.34, image_collection="CT")
+    for dataset_dir in (f"{ct_store}::CT", f"{ct_store}#CT"):
+        assert make_datalist(dataset_dir, split="train", val_fraction=0.34, image_collection="other") == expected
+    with pytest.raises(KeyError, match="nope"):
+        make_datalist(f"{ct_store}::nope")
+
+
+def test_a_folder_with_a_hash_in_its_name_is_still_a_folder(synthetic_ct, tmp_path):
+    root = tmp_path / "run#3"
+    shutil.copytree(synthetic_ct.root, root)
+    assert subjects(make_datalist(str(root), split="all")) == subjects(make_datalist(synthetic_ct.root, split="all"))

@@ -149,3 +149,13 @@ def test_factory_seed_fixes_patch_positions(ct_store: str) -> None:
 
     assert starts(5) == starts(5)
     assert starts(5) != starts(6)
+
+
+def test_radiobjects_inference_loader_is_ours_with_radiobjects_keys(ct_store: str) -> None:
+    from radiobject_adapter.ml import create_inference_dataloader as radiobject_inference_loader
+
+    radi = RadiObject(ct_store)
+    ours = next(iter(create_inference_dataloader(radi.CT, num_workers=0)))
+    theirs = next(iter(radiobject_inference_loader(radi.CT, num_workers=0)))
+    assert torch.equal(ours["image"], theirs["image"])
+    assert theirs["obs_subject_id"] == ours["subject_id"] and theirs["idx"].tolist() == [0]

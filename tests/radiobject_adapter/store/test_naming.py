@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from radiobject_adapter.store.naming import discover_files, subject_id_from_path
+from radiobject_adapter.store.naming import discover_files, match_subject, subject_id_from_path
 
 
 @pytest.mark.parametrize(
@@ -53,3 +53,12 @@ def test_list_file_naming_missing_files_is_refused(tmp_path) -> None:
     listing.write_text("gone_0000.nii.gz\n")
     with pytest.raises(FileNotFoundError, match="names 1 missing file"):
         discover_files(str(listing))
+
+
+def test_one_pattern_rule_for_file_names_tifs_and_dicom_paths() -> None:
+    assert match_subject(r"sub-(?P<subject>\d+)", "/dicom/sub-07/ses-1/IM0001") == "07"  # named group
+    assert match_subject(r"case_(\d+)_(\d+)", "case_12_3") == "12"  # else the first group
+    assert match_subject(r"case_\d+", "x_case_12_y") == "case_12"  # else the whole match
+    assert match_subject(r"sub-\d+", "case_12") is None
+    assert subject_id_from_path("dente/img_0001.tif", channel_suffix=False) == "img_0001"
+    assert subject_id_from_path("dente/img_0001.tif") == "img"  # nnU-Net's rule would cut it

@@ -78,7 +78,7 @@ def test_local_store_uri_is_made_absolute_for_datalists(ct_store: str, monkeypat
     monkeypatch.chdir(parent)
     radi = RadiObject(name)
     assert radi.uri == ct_store
-    assert radi.datalist(image="CT")[0]["image"].startswith(ct_store + "#")
+    assert radi.datalist(image="CT")[0]["image"].startswith(ct_store + "::")
     assert np.all(radi.CT.iloc[0].shape)
 
 

@@ -50,7 +50,8 @@ def test_a_missed_class_scores_zero_and_a_class_absent_from_the_reference_is_nan
 
 def test_subject_id_comes_from_store_meta_addresses_or_file_names():
     assert subject_id_of({"subject_id": "case_007"}) == "case_007"
-    assert subject_id_of({"filename_or_obj": "/data/store#CT/case_003"}) == "case_003"
+    assert subject_id_of({"filename_or_obj": "/data/store::CT/case_003"}) == "case_003"
+    assert subject_id_of({"filename_or_obj": "/data/store#CT/case_003"}) == "case_003"  # the old form
     assert subject_id_of({"filename_or_obj": "/data/imagesTr/case_004_0000.nii.gz"}) == "case_004"
     assert subject_id_of(None, fallback="item_0") == "item_0"
 

@@ -53,6 +53,6 @@ def test_missing_folder_error_lists_what_is_there(paired_tifs):
 def test_store_collections_pair_like_folders(paired_tifs, paired_store):
     report = pair_sources(open_source(paired_store, "edente"), open_source(paired_store, "dente"))
     assert report.names == paired_tifs.names
-    assert report.pairs[0][1].endswith("#edente/img_000")
+    assert report.pairs[0][1].endswith("::edente/img_000")
     with pytest.raises(FileNotFoundError, match="collections"):
         open_source(paired_store, "toothless")
