@@ -65,6 +65,8 @@ def _bundle(config: str | list[str], overrides: dict[str, Any]) -> list[str]:
     files = [os.path.join(BUNDLE, "configs", c) for c in ([config] if isinstance(config, str) else config)]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file"]
     cmd.append(files[0] if len(files) == 1 else "[" + ",".join(f"'{f}'" for f in files) + "]")
+    # bundle_root is "." (the Model Zoo convention); the demo runs from anywhere, outputs go where overrides say
+    overrides = {"bundle_root": BUNDLE, **overrides}
     for key, value in overrides.items():
         cmd += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
     return cmd
