@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUNDLE = os.path.join(REPO, "bundles", "ct_segmentation_3d")
+from radiobundles.resources import bundle_path
+
+BUNDLE = str(bundle_path("ct_segmentation_3d"))  # checkout, installed wheel or $RADIOBUNDLES_BUNDLES_DIR
 CLASS_NAMES = ["background", "structure_1", "structure_2", "structure_3"]
 HU_WINDOW = (-200, 600)
 
