@@ -231,3 +231,52 @@ def test_mri_classification_3d_trains_evaluates_and_infers_from_its_folder_alone
         output_dir="eval/nifti",
         **CLS_SMALL,
     )
+
+
+PAIRED_TINY = {
+    "patch_size": [32, 32],
+    "batch_size": 4,
+    "num_workers": 0,
+    "train_split": 0.75,
+    "latent_channels": 2,
+    "ae_channels": [8, 16],
+    "ae_norm_groups": 4,
+    "ae_res_blocks": 1,
+    "unet_channels": [16, 32],
+    "unet_attention_levels": [False, True],
+    "unet_head_channels": [0, 16],
+    "unet_res_blocks": 1,
+    "unet_norm_groups": 8,
+    "num_inference_steps": 2,
+    "cpu_threads": 1,
+    "device": "cpu",
+}
+
+
+def test_paired_latent_diffusion_2d_trains_and_generates_from_its_folder_alone(envs, tmp_path) -> None:
+    from radiobject_adapter.store.tif import ingest_tifs
+    from radiobundles.paired import make_paired_tifs
+
+    env = envs("paired_latent_diffusion_2d")
+    assert not _importable(env, "monailabel")
+    data = make_paired_tifs(str(tmp_path / "tifs"), n_pairs=4, shape=(40, 36), seed=3)
+    store = str(tmp_path / "store")
+    assert ingest_tifs(store, {"edente": data.target_dir, "dente": data.condition_dir}, progress=False).ok
+    bundle = _copy_bundle("paired_latent_diffusion_2d", tmp_path)
+    ae, ldm = "configs/train_autoencoder.json", "configs/train_diffusion.json"
+    # the evaluation of this bundle is its validation pass (PSNR/SSIM each epoch); there is no evaluate.json
+    _run(env, bundle, "train_autoencoder(store)", [ae], dataset_dir=store, max_epochs=1, **PAIRED_TINY)
+    _run(env, bundle, "train_diffusion(store)", [ae, ldm], dataset_dir=store, max_epochs=1, **PAIRED_TINY)
+    assert (bundle / "models" / "model_ldm.pt").is_file()
+    _run(env, bundle, "inference(tif)", ["configs/inference.json"], dataset_dir=data.root, **PAIRED_TINY)
+    _run(
+        env,
+        bundle,
+        "inference(store)",
+        ["configs/inference.json"],
+        dataset_dir=store,
+        output_dir="eval/store",
+        **PAIRED_TINY,
+    )
+    assert len(list((bundle / "eval" / "generated").glob("*.tif"))) == 4
+    assert len(list((bundle / "eval" / "store" / "generated").glob("*.tif"))) == 4
