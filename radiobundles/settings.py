@@ -17,9 +17,11 @@ from typing import Any
 
 import yaml
 
+from radiobundles.resources import configs_dir
+
 __all__ = ["CONFIGS_DIR", "load_settings"]
 
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS_DIR = configs_dir()  # the checkout's configs/, the wheel's copy, or $RADIOBUNDLES_CONFIGS_DIR
 
 
 def load_settings(name: str, configs_dir: str | Path = CONFIGS_DIR) -> dict[str, Any]:

@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUNDLE = os.path.join(REPO, "bundles", "ct_segmentation_3d")
+from radiobundles.resources import bundle_path
+
+BUNDLE = str(bundle_path("ct_segmentation_3d"))  # checkout, installed wheel or $RADIOBUNDLES_BUNDLES_DIR
 CLASS_NAMES = ["background", "structure_1", "structure_2", "structure_3"]
 HU_WINDOW = (-200, 600)
 
@@ -65,6 +66,8 @@ def _bundle(config: str | list[str], overrides: dict[str, Any]) -> list[str]:
     files = [os.path.join(BUNDLE, "configs", c) for c in ([config] if isinstance(config, str) else config)]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file"]
     cmd.append(files[0] if len(files) == 1 else "[" + ",".join(f"'{f}'" for f in files) + "]")
+    # bundle_root is "." (the Model Zoo convention); the demo runs from anywhere, outputs go where overrides say
+    overrides = {"bundle_root": BUNDLE, **overrides}
     for key, value in overrides.items():
         cmd += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
     return cmd

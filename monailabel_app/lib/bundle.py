@@ -45,11 +45,16 @@ _REQUIRED = ("configs/metadata.json", "configs/inference.json", "configs/train.j
 
 
 def _candidates(name: str, app_dir: str, bundles_dir: str | None) -> list[str]:
-    import radiobundles
+    from radiobundles.resources import bundles_dir as shipped_bundles
 
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(radiobundles.__file__)))
     roots = [bundles_dir] if bundles_dir else []
-    roots += [os.path.join(os.path.dirname(os.path.abspath(app_dir)), "bundles"), os.path.join(repo, "bundles")]
+    # beside the app folder (a checkout), then the shipped bundles (checkout, installed wheel or
+    # $RADIOBUNDLES_BUNDLES_DIR): no assumption that the package sits in a source tree
+    roots.append(os.path.join(os.path.dirname(os.path.abspath(app_dir)), "bundles"))
+    try:
+        roots.append(str(shipped_bundles()))
+    except FileNotFoundError:
+        pass
     seen, out = set(), []
     for root in roots:
         path = os.path.abspath(os.path.join(root, name))

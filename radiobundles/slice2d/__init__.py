@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from radiobundles.slice2d.collate import SlicePrepareBatch, slices_to_volumes, volumes_to_slices
 from radiobundles.slice2d.data import LOADING_MODES, resolve_image_collection, slice_loading
-from radiobundles.slice2d.dataset import AxialSliceDataset
+from radiobundles.slice2d.dataset import AxialSliceDataset, training_dataset
 from radiobundles.slice2d.evaluation import NamedMetricsSaver, save_training_settings, training_settings
 from radiobundles.slice2d.inference import predict_volume, slice_inferer
 from radiobundles.slice2d.losses import LOSSES, CrossEntropySegLoss, segmentation_loss
@@ -35,6 +35,7 @@ __all__ = [
     "slice_inferer",
     "slice_loading",
     "slices_to_volumes",
+    "training_dataset",
     "training_settings",
     "volumes_to_slices",
 ]

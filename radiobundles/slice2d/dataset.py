@@ -16,10 +16,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from monai.data import CacheDataset
+from torch.utils.data import Dataset
 
 from radiobject_adapter import DatasetConfig, LoadingMode, TileDBDataset
 
-__all__ = ["AxialSliceDataset"]
+__all__ = ["AxialSliceDataset", "training_dataset"]
 
 _AXIAL = 2
 
@@ -73,3 +75,26 @@ class AxialSliceDataset(TileDBDataset):
             item[key] = np.ascontiguousarray(sample[read].numpy(), dtype=self.dtype)
         item["slice_index"] = sub_index
         return item
+
+
+def training_dataset(
+    data: Sequence[dict[str, Any]],
+    loading: str,
+    slice_transform: Callable[[dict[str, Any]], Any],
+    volume_transform: Callable[[dict[str, Any]], Any],
+    cache_rate: float = 1.0,
+    num_workers: int = 0,
+) -> Dataset:
+    """The training dataset for ``loading`` (``"slices"`` or ``"volumes"``, see ``slice_loading``).
+
+    One component with a literal ``data`` argument, so that MONAI Label's ``BundleTrainTask``
+    (which sets ``train#dataset#data``) and the Model Zoo's key checks find the datalist.
+
+    Example:
+        >>> ds = training_dataset(datalist, "volumes", slice_tf, volume_tf, cache_rate=0.0)
+    """
+    if loading == "slices":
+        return AxialSliceDataset(data, transform=slice_transform)
+    if loading == "volumes":
+        return CacheDataset(data, transform=volume_transform, cache_rate=cache_rate, num_workers=num_workers)
+    raise ValueError(f"loading must be 'slices' or 'volumes', not {loading!r}")

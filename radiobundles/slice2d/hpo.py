@@ -40,6 +40,7 @@ from typing import Any
 
 from ignite.engine import Engine, Events
 
+from radiobundles.resources import bundle_path
 from radiobundles.settings import CONFIGS_DIR, load_settings
 
 __all__ = [
@@ -52,7 +53,7 @@ __all__ = [
     "suggest_overrides",
 ]
 
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "mri_slice_segmentation_2d"
+DEFAULT_BUNDLE = bundle_path("mri_slice_segmentation_2d")  # radiobundles.resources: checkout, wheel or env
 SEARCH_SPACE = "hpo/mri_slice_segmentation_2d.yaml"  # in configs/ (radiobundles.settings)
 KEY_METRIC = "val_mean_dice"
 

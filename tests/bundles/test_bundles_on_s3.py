@@ -98,7 +98,7 @@ def _scalar_tags(log_dir: Path) -> list[str]:
 
 def test_train_evaluate_and_infer_from_an_s3_store(s3_store: str, use_s3: S3Server, tmp_path: Path) -> None:
     """One tiny epoch, evaluation and inference, each a ``monai.bundle run`` process on ``s3://``."""
-    outputs = {"ckpt_dir": str(tmp_path / "models"), "log_dir": str(tmp_path / "runs")}
+    outputs = {"bundle_root": str(tmp_path), "ckpt_dir": str(tmp_path / "models"), "log_dir": str(tmp_path / "runs")}
     validation = make_datalist(s3_store, split="validation", val_fraction=VAL_FRACTION)
     assert len(validation) == 1 and validation[0]["image"].startswith(f"{s3_store}::CT/")
 

@@ -55,6 +55,7 @@ def _infer(root: Path, **overrides) -> None:
         config_file=str(CONFIGS / "inference.json"),
         meta_file=str(CONFIGS / "metadata.json"),
         logging_file=False,
+        bundle_root=str(CONFIGS.parent),  # bundle_root is "." (zoo convention); SEG names come from its metadata.json
         dataset_dir=str(root / "store"),
         ckpt_dir=str(root / "models"),
         output_dir=str(root / "nifti_pred"),
