@@ -57,3 +57,28 @@ def test_record_failure_keeps_this_runs_progress_and_drops_an_earlier_runs(tmp_p
     stats = read_train_stats(path)
     assert (stats["epoch"], stats["error"]) == (2, "RuntimeError: out of memory")
     assert "current_time" not in stats and stats["total_time"]
+
+
+def test_a_saved_label_beyond_the_declared_classes_is_named_with_what_to_do(project, tmp_path):
+    """What the app's training checks before it starts (StoreBundleTrainTask._check_label_classes)."""
+    import nibabel as nib
+    import numpy as np
+    import pytest
+
+    from monailabel_app.lib.datastore import TileDBDatastore
+    from radiobject_adapter.store.writer import StoreWriter
+    from radiobundles.labels import check_label_classes
+
+    classes = ["background", "structure_1", "structure_2"]
+    StoreWriter(project.store).declare_label_classes("seg", classes)
+    datastore = TileDBDatastore(project.store, str(tmp_path / "ws"))
+    good = nib.load(project.held["case_002"])
+    bad = np.asarray(good.dataobj).astype(np.uint8)
+    bad[:2, :2, :2] = 5
+    nib.save(nib.Nifti1Image(bad, good.affine), str(tmp_path / "bad.nii.gz"))
+    datastore.save_label("case_002", str(tmp_path / "bad.nii.gz"), "final", {"client_id": "ann1"})
+    with pytest.raises(ValueError) as caught:
+        check_label_classes(datastore.datalist(), classes, project.store)
+    text = str(caught.value)
+    assert "seg/case_002 holds class [5] but the network outputs 3 classes" in text
+    assert "correct the label" in text and "--class_names" not in text
