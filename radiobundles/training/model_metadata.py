@@ -12,16 +12,19 @@ Export then takes ``--meta_file <ckpt_dir>/metadata.json``.
 Example (``ct_segmentation_3d``'s ``train#handlers``)::
 
     {"_target_": "radiobundles.training.ModelMetadataWriter", "_disabled_": "$not @is_main_process",
-     "meta_file": "$@bundle_root + '/configs/metadata.json'", "class_names": "@class_names",
-     "save_dir": "@ckpt_dir"}
+     "meta": "@_meta_", "class_names": "@class_names", "save_dir": "@ckpt_dir"}
+
+``@_meta_`` is the metadata MONAI's bundle runner read (``--meta_file``, by default the
+``metadata.json`` beside the config), so a run with ``--bundle_root`` elsewhere still finds it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ignite.engine import Engine, Events
@@ -29,6 +32,8 @@ from ignite.engine import Engine, Events
 __all__ = ["METADATA_FILE", "ModelMetadataWriter", "metadata_for_classes", "write_model_metadata"]
 
 METADATA_FILE = "metadata.json"
+
+logger = logging.getLogger(__name__)
 
 
 def metadata_for_classes(meta: dict[str, Any], class_names: Sequence[str], output: str = "pred") -> dict[str, Any]:
@@ -54,10 +59,15 @@ def metadata_for_classes(meta: dict[str, Any], class_names: Sequence[str], outpu
     return out
 
 
-def write_model_metadata(meta_file: str, class_names: Sequence[str], save_dir: str) -> str:
-    """Write ``<save_dir>/metadata.json`` (atomically) for ``class_names``; returns its path."""
-    with open(meta_file) as fh:
-        meta = metadata_for_classes(json.load(fh), class_names)
+def write_model_metadata(meta: Mapping[str, Any] | str, class_names: Sequence[str], save_dir: str) -> str:
+    """Write ``<save_dir>/metadata.json`` (atomically) for ``class_names``; returns its path.
+
+    ``meta``: the bundle's metadata, or the path of its ``metadata.json``.
+    """
+    if isinstance(meta, (str, os.PathLike)):
+        with open(meta) as fh:
+            meta = json.load(fh)
+    meta = metadata_for_classes(dict(meta), class_names)
     os.makedirs(save_dir, exist_ok=True)
     path = os.path.join(save_dir, METADATA_FILE)
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
@@ -70,14 +80,17 @@ def write_model_metadata(meta_file: str, class_names: Sequence[str], save_dir: s
 class ModelMetadataWriter:
     """Train handler: writes the run's ``metadata.json`` into ``save_dir`` when training starts.
 
+    Without usable metadata (none given, or no ``network_data_format.outputs.pred``) it warns and
+    writes nothing: describing the model must never stop a training.
+
     Args:
-        meta_file: the bundle's ``configs/metadata.json``.
+        meta: the bundle's metadata (``@_meta_`` in a bundle config) or the path of its ``metadata.json``.
         class_names: the classes the network outputs, background first.
         save_dir: where the weights go (the bundle's ``ckpt_dir``).
     """
 
-    def __init__(self, meta_file: str, class_names: Sequence[str], save_dir: str) -> None:
-        self.meta_file = os.fspath(meta_file)
+    def __init__(self, meta: Mapping[str, Any] | str | None, class_names: Sequence[str], save_dir: str) -> None:
+        self.meta = meta
         self.class_names = list(class_names)
         self.save_dir = os.fspath(save_dir)
 
@@ -85,4 +98,10 @@ class ModelMetadataWriter:
         engine.add_event_handler(Events.STARTED, self._write)
 
     def _write(self, engine: Engine) -> None:
-        write_model_metadata(self.meta_file, self.class_names, self.save_dir)
+        if not self.meta:
+            logger.warning(f"no bundle metadata given: {self.save_dir}/{METADATA_FILE} is not written")
+            return
+        try:
+            write_model_metadata(self.meta, self.class_names, self.save_dir)
+        except (OSError, ValueError) as err:
+            logger.warning(f"{self.save_dir}/{METADATA_FILE} is not written: {err}")

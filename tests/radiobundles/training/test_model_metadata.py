@@ -44,6 +44,14 @@ def test_writer_writes_the_file_when_training_starts_and_export_embeds_it(tmp_pa
     engine.run(range(1), max_epochs=1)
     written = json.loads((models / "metadata.json").read_text())
     assert written["network_data_format"]["outputs"]["pred"]["num_channels"] == 4
+    # the bundle runner's metadata dict (@_meta_) works as well; none at all warns and writes nothing
+    other = tmp_path / "other"
+    ModelMetadataWriter(json.loads(META.read_text()), DEMO_CLASSES[:2], str(other))._write(engine)
+    assert (
+        json.loads((other / "metadata.json").read_text())["network_data_format"]["outputs"]["pred"]["num_channels"] == 2
+    )
+    ModelMetadataWriter({}, DEMO_CLASSES, str(tmp_path / "none"))._write(engine)
+    assert not (tmp_path / "none").exists()
     # what the README's export does with it: a 4-class network, exported with this metadata
     tiny = {"network_def#channels": [4, 8], "network_def#strides": [2], "network_def#num_res_units": 0}
     from monai.bundle import ConfigParser
