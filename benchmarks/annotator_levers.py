@@ -7,8 +7,10 @@ lever changes one thing against a base (the bundle before or after); levers are 
 shuffled order per round so that load from other users of the machine spreads over all. Wall and
 CPU seconds (this process, all threads) are the medians over rounds.
 
-Run on its own::
+Run on its own (``--argmax``: only the postprocessing lever, ``AsDiscreted`` against
+``radiobundles.ct3d.ArgmaxLabeld``)::
 
+    python -m benchmarks.annotator_levers --argmax --threads 1
     python -m benchmarks.annotator_levers --before /tmp/before/bundles/ct_segmentation_3d \\
         --after bundles/ct_segmentation_3d --rounds 2
 """
@@ -28,7 +30,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.inferers import SlidingWindowInferer
 
-__all__ = ["LEVERS", "run_levers"]
+__all__ = ["LEVERS", "run_argmax", "run_levers"]
 
 SHAPES = {"96x96x64": (96, 96, 64), "256x256x160": (256, 256, 160)}
 # bf16 has no native support on CPUs without AVX512-BF16/AMX (it was ~20x slower here): small volume only
@@ -145,14 +147,53 @@ def run_levers(
     return "\n".join(lines)
 
 
+def run_argmax(shapes: dict[str, tuple[int, ...]] | None = None, n_classes: int = 3, rounds: int = 2) -> str:
+    """The postprocessing lever: ``AsDiscreted(argmax=True)`` against ``ArgmaxLabeld`` (the same
+    labels) on softmax outputs of ``n_classes`` channels; returns the printed table (medians)."""
+    from monai.data import MetaTensor
+    from monai.transforms import AsDiscreted
+
+    from radiobundles.ct3d import ArgmaxLabeld
+
+    shapes = shapes or SHAPES
+    transforms = {"AsDiscreted(argmax=True)": AsDiscreted("pred", argmax=True), "ArgmaxLabeld": ArgmaxLabeld("pred")}
+    times: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for s, shape in shapes.items():
+        pred = MetaTensor(torch.rand(n_classes, *shape).softmax(0))
+        for _ in range(rounds):
+            for name, t in transforms.items():
+                w0, c0 = time.perf_counter(), time.process_time()
+                t({"pred": pred})
+                times.setdefault((name, s), []).append((time.perf_counter() - w0, time.process_time() - c0))
+    load = os.getloadavg()
+    head = f"{f'argmax of {n_classes} channels':62s}" + "".join(f"{s + ' wall / CPU s':>26s}" for s in shapes)
+    lines = [f"load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}, torch threads {torch.get_num_threads()}"]
+    lines += [head, "-" * len(head)]
+    for name in transforms:
+        cells = ""
+        for s in shapes:
+            w = statistics.median(t[0] for t in times[(name, s)])
+            c = statistics.median(t[1] for t in times[(name, s)])
+            cells += f"{w:>17.2f} / {c:6.2f}"
+        lines.append(f"{name:62s}{cells}")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--before", required=True, help="the 'before' bundle folder")
-    parser.add_argument("--after", required=True, help="the 'after' bundle folder")
+    parser.add_argument("--before", help="the 'before' bundle folder")
+    parser.add_argument("--after", help="the 'after' bundle folder")
+    parser.add_argument("--argmax", action="store_true", help="only the postprocessing lever (argmax)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (see run_levers)")
     parser.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
     args = parser.parse_args()
+    if args.argmax:
+        torch.set_num_threads(args.threads)
+        print(run_argmax({s: SHAPES[s] for s in args.shapes}))
+        return 0
+    if not (args.before and args.after):
+        parser.error("--before and --after are required (or --argmax)")
     print(run_levers(args.before, args.after, args.rounds, {s: SHAPES[s] for s in args.shapes}, args.threads))
     return 0
 

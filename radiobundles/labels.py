@@ -80,8 +80,12 @@ def check_label_classes(items: Sequence[Mapping[str, Any]], class_names: Sequenc
             beyond = sorted(c for c in present if c >= n)
             if subject in wanted and beyond:
                 store_classes = label_classes(collection)
+                if list(store_classes) == list(class_names):  # the network has the store's classes: the label is off
+                    what = f"values 0..{n - 1} are the store's declared classes: correct the label, or re-ingest"
+                    what += " with --label-classes naming every class value"
+                else:
+                    what = "drop the --class_names override to use them, or give one name per class value"
                 raise ValueError(
                     f"label {volume_address(store, name, subject)} holds class {beyond} but the network outputs {n} classes "
-                    f"{list(class_names)} (values 0..{n - 1}); the store's label classes are {store_classes}: "
-                    "drop the --class_names override to use them, or give one name per class value"
+                    f"{list(class_names)} (values 0..{n - 1}); the store's label classes are {store_classes}: {what}"
                 )

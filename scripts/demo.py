@@ -294,7 +294,7 @@ def _print_summary(s: dict[str, Any], out: str) -> None:
     )
     print(
         f"  export:    python -m monai.bundle ckpt_export network_def --filepath {rel}/models/model.ts "
-        f"--ckpt_file {rel}/models/model.pt --meta_file {b}/metadata.json --config_file {b}/inference.json "
+        f"--ckpt_file {rel}/models/model.pt --meta_file {rel}/models/metadata.json --config_file {b}/inference.json "
         f"--dataset_dir {rel}/store"
     )
 

@@ -23,6 +23,7 @@ __all__ = [
     "LabelNotFound",
     "NotAllowed",
     "RadiobundlesHTTPError",
+    "TrainingFailed",
 ]
 
 
@@ -72,3 +73,16 @@ class NotAllowed(RadiobundlesHTTPError, PermissionError):
     """An operation this datastore refuses on purpose, e.g. deleting a label (HTTP 405)."""
 
     status = 405
+
+
+class TrainingFailed(RadiobundlesHTTPError, RuntimeError):
+    """A training run that failed, with its cause in one line (HTTP 500 when run synchronously).
+
+    Raised without the chained traceback (that is logged before): the last line of a failed
+    training's output, which MONAI Label keeps in ``/train/`` ``details``, is then the cause.
+    """
+
+    status = 500
+
+    def __str__(self) -> str:
+        return str(self.detail)

@@ -20,6 +20,12 @@ bundle's ``train#dataset#data``, ``validate#dataset#data``, ``train#trainer#max_
 * ``/info/`` ``train_stats`` reports the running training's epoch, total epochs and best metric
   (and the last run's once it ended) from the ``train_stats.json`` a
   :class:`~monailabel_app.lib.train_stats.TrainStatsWriter` writes (see that module);
+* a failed training says why: the cause (the innermost exception of the chain, e.g. the
+  bundle's "label ... holds class [3] but the network outputs 3 classes ...", rather than
+  MONAI's "Failed to instantiate ...") is the last line of the run's output, so ``/train/``
+  ``details`` (MONAI Label keeps the last 20 lines) ends with it, and ``/info/`` ``train_stats``
+  carries it as ``error``; the full traceback is logged before it (``/logs/``). Labels holding a
+  class beyond the bundle's ``class_names`` stop the run before training, naming the label;
 * MLflow, when a request asks for it, logs to a SQLite database in the workspace (MONAI 1.6
   refuses MLflow's file store), with MONAI's default MLflow handlers except that the training
   loss is read from the bundle's non-decollated output (MONAI's default expects a list and
@@ -37,6 +43,7 @@ import copy
 import glob
 import logging
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,14 +53,15 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.bundle import BundleTrainTask
 
 from monailabel_app.lib.conf import app_settings
-from monailabel_app.lib.errors import InvalidRequest
-from monailabel_app.lib.train_stats import STATS_FILE, read_train_stats
+from monailabel_app.lib.errors import InvalidRequest, TrainingFailed
+from monailabel_app.lib.train_stats import STATS_FILE, read_train_stats, record_failure
 
 __all__ = [
     "OVERRIDES",
     "StoreBundleTrainTask",
     "bundle_overrides",
     "engine_loss",
+    "failure_cause",
     "mlflow_settings",
     "model_choices",
 ]
@@ -114,6 +122,30 @@ def mlflow_settings(tracking_uri: str) -> dict[str, Any]:
     tracking["configs"]["tracking_uri"] = tracking_uri
     tracking["configs"]["trainer"]["output_transform"] = {"_target_": f"{__name__}.engine_loss", "_mode_": "callable"}
     return tracking
+
+
+def failure_cause(err: BaseException) -> str:
+    """One line saying why a training failed: the innermost exception of ``err``'s chain.
+
+    MONAI's config parser wraps a component's error as ``RuntimeError: Failed to instantiate
+    ...``; the error a bundle raised on purpose is the one at the bottom of the chain.
+
+    Example:
+        >>> failure_cause(RuntimeError("Failed to instantiate"))
+        'RuntimeError: Failed to instantiate'
+    """
+    seen: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and all(current is not e for e in seen):
+        seen.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    root = seen[-1]
+    lines = [line.strip() for line in str(root).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and any("Traceback (most recent call last)" in line for line in lines):
+        lines = [lines[0], lines[-1]]  # a DataLoader worker's error: its summary and the worker's exception line
+    text = " ".join(" ".join(lines).split()) or repr(root)
+    outer = f" (in: {type(err).__name__}: {' '.join(str(err).split())[:200]})" if root is not err else ""
+    return f"{type(root).__name__}: {text}{outer}"
 
 
 def bundle_overrides(request: Mapping[str, Any]) -> dict[str, Any]:
@@ -198,7 +230,17 @@ class StoreBundleTrainTask(BundleTrainTask):
                 f"validation split of {len(datalist)} labelled image(s) is empty; validating on training images"
             )
             val = list(train)
+        self._check_label_classes([*train, *(val or [])])
         return train, val
+
+    def _check_label_classes(self, items: list[dict[str, Any]]) -> None:
+        """A label with a class the network cannot output stops the run here, naming the label."""
+        store = self._store_overrides.get("dataset_dir")
+        names = self.bundle_config.get("class_names")
+        if store and isinstance(names, list) and names:
+            from radiobundles.labels import check_label_classes
+
+            check_label_classes(items, names, store)
 
     def _update_overrides(self, overrides):
         # the datalists (train#dataset#data, validate#dataset#data) go in as MONAI Label set them:
@@ -266,4 +308,12 @@ class StoreBundleTrainTask(BundleTrainTask):
         if tracking and str(tracking).lower() == "mlflow" and not request.get("tracking_uri"):
             request["tracking_uri"] = settings.MONAI_LABEL_TRACKING_URI or self.tracking_uri
         logger.info(f"Bundle overrides from the request: {self._overrides}; store: {self._store_overrides}")
-        return super().__call__(request, datastore)
+        started = time.time()
+        try:
+            return super().__call__(request, datastore)
+        except Exception as err:
+            cause = failure_cause(err)
+            logger.error(f"training failed: {cause}", exc_info=True)
+            record_failure(self.stats_path, cause, started, request.get("max_epochs"))
+            # the last line of the output (what /train/ shows) is then the cause, not a traceback's tail
+            raise TrainingFailed(f"training of {request.get('model')!r} failed: {cause}") from None

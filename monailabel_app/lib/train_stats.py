@@ -29,7 +29,7 @@ from typing import Any
 
 from ignite.engine import Engine, Events
 
-__all__ = ["STATS_FILE", "TrainStatsWriter", "read_train_stats", "train_stats"]
+__all__ = ["STATS_FILE", "TrainStatsWriter", "read_train_stats", "record_failure", "train_stats"]
 
 STATS_FILE = "train_stats.json"  # MONAI Label's name, in the bundle's models/ (its model dir)
 
@@ -95,6 +95,30 @@ def read_train_stats(path: str) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def record_failure(path: str, message: str, start_ts: float, total_epochs: int | None = None) -> dict[str, Any]:
+    """Mark the training that started at ``start_ts`` as failed in its stats file, with ``message``.
+
+    Keeps what the run wrote (epochs done, best metric) when it got that far; a run that failed
+    before its first epoch gets fresh stats rather than the previous run's. ``error`` holds the
+    cause; ``total_time`` is set, as for any ended run. Returns what was written.
+    """
+    old = read_train_stats(path)
+    stats: dict[str, Any] = old if int(old.get("start_ts", -1)) >= int(start_ts) else {}
+    stats.setdefault("epoch", 0)
+    stats.setdefault("total_epochs", int(total_epochs or 0))
+    stats.setdefault("best_metric", 0.0)
+    stats["start_ts"] = int(stats.get("start_ts", start_ts))
+    stats.pop("current_time", None)
+    stats["total_time"] = str(datetime.timedelta(seconds=int(time.time() - start_ts)))
+    stats["error"] = message
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        _write_json(path, stats)
+    except OSError as err:
+        logger.warning(f"could not write training stats to {path}: {err}")
+    return stats
 
 
 class TrainStatsWriter:

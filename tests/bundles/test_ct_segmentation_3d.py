@@ -27,6 +27,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from radiobject_adapter import RadiObject, TileDBDataset
 from radiobundles.ct3d import PatchesPerSubject
 from radiobundles.datalists import make_datalist
+from radiobundles.labels import class_names_for
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "ct_segmentation_3d"
 CONFIGS = BUNDLE / "configs"
@@ -85,7 +86,7 @@ def trained_on_store(store, tmp_path_factory) -> dict:
     wf = workflow(TRAIN, dataset_dir=store, **TINY_TRAIN, **outputs(root))
     dataset = wf.parser.get_parsed_content("train#dataset")
     run(wf)
-    return {"root": root, "dataset": dataset, **outputs(root)}
+    return {"root": root, "dataset": dataset, "store": store, **outputs(root)}
 
 
 @pytest.mark.slow
@@ -94,6 +95,12 @@ def test_store_training_reads_patches_and_logs_checkpoint_and_tensorboard(traine
     assert isinstance(dataset, PatchesPerSubject) and isinstance(dataset.dataset, TileDBDataset)
     assert dataset.dataset.foreground_sampling
     assert os.path.isfile(os.path.join(trained_on_store["ckpt_dir"], "model.pt"))
+    # the metadata beside the weights names the classes this run trained (the store's), for ckpt_export
+    with open(os.path.join(trained_on_store["ckpt_dir"], "metadata.json")) as fh:
+        pred = json.load(fh)["network_data_format"]["outputs"]["pred"]
+    default = ConfigParser.load_config_file(TRAIN)["default_class_names"]
+    classes = class_names_for(trained_on_store["store"], "seg", default)
+    assert pred["num_channels"] == len(classes) and list(pred["channel_def"].values()) == classes
     tags = event_tags(trained_on_store["log_dir"])
     assert {"train_loss", "val_mean_dice", "epoch/lr", "epoch/train_loss"} <= set(tags["scalars"])
     assert "val/image_label_pred" in tags["images"]

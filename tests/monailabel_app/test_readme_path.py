@@ -92,11 +92,18 @@ def test_training_more_epochs_with_the_printed_command(demo: Path) -> None:
 def test_ckpt_export_of_the_demo_model_with_the_readme_command(demo: Path) -> None:
     ts = demo / "models" / "model.ts"
     cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts)]
-    cmd += ["--ckpt_file", str(demo / "models" / "model.pt"), "--meta_file", f"{B}/metadata.json"]
+    cmd += ["--ckpt_file", str(demo / "models" / "model.pt"), "--meta_file", str(demo / "models" / "metadata.json")]
     cmd += ["--config_file", f"{B}/inference.json", "--dataset_dir", str(demo / "store")]
+    readme = (REPO / "README.md").read_text()
+    assert "--meta_file demo_output/models/metadata.json" in readme  # the command this test runs
     _run(cmd, timeout=900)
-    net = torch.jit.load(str(ts), map_location="cpu")
+    extra = {"metadata.json": ""}
+    net = torch.jit.load(str(ts), map_location="cpu", _extra_files=extra)
     assert net(torch.zeros(1, 1, 32, 32, 32)).shape == (1, len(DEMO_CLASSES), 32, 32, 32)
+    # the exported model describes the channels it outputs, named as the label server names them
+    pred = json.loads(extra["metadata.json"])["network_data_format"]["outputs"]["pred"]
+    assert pred["num_channels"] == len(DEMO_CLASSES)
+    assert [pred["channel_def"][str(i)] for i in range(len(DEMO_CLASSES))] == DEMO_CLASSES
 
 
 def _slicer_train_params(trainer_config: dict) -> dict:

@@ -17,6 +17,7 @@ from monailabel.client import MONAILabelClient
 
 from radiobject_adapter import RadiObject
 from radiobject_adapter.store.label_versions import fragment_timestamps, read_version
+from radiobject_adapter.store.writer import StoreWriter
 
 MODEL = "ct_segmentation_3d"
 
@@ -138,6 +139,43 @@ def test_slicer_workflow_infer_save_train_infer_next_sample(store_server, tmp_pa
     nxt = client.next_sample("epistemic", {})
     assert nxt["id"] == max(scores, key=scores.get)  # the least certain image comes next
     assert server.network_attempts() == []  # nothing left this machine: no weights, no model zoo
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_failed_training_says_why_in_train_status_and_train_stats(store_server, tmp_path):
+    """A label holding a class the network cannot output: /train/ ends in ERROR and what 3D Slicer
+    polls (the status's last detail line, /info/ train_stats) names the label and the classes,
+    not the tail of a traceback. The image's good label is saved back afterwards."""
+    server, proj = store_server
+    client = MONAILabelClient(server.url, tmpdir=str(tmp_path), client_id="ann1")
+    # declared as the server already names them (an undeclared store's classes would follow its labels)
+    StoreWriter(proj.store).declare_label_classes("seg", ["background", *client.info()["labels"]])
+    image_id = "case_002"
+    good = nib.load(proj.held[image_id])
+    bad = np.asarray(good.dataobj).astype(np.uint8)
+    bad[:3, :3, :3] = 7  # the store's labels hold classes 0..2: the network has 3 outputs
+    bad_file = tmp_path / "bad.nii.gz"
+    nib.save(nib.Nifti1Image(bad, good.affine), str(bad_file))
+    client.save_label(image_id, str(bad_file), params={})
+    try:
+        client.train_start(MODEL, {"max_epochs": 1, "patch_size": [32, 32, 32], "num_workers": 0})
+        status = _wait(
+            lambda: (s := client.train_status()) and s["status"] not in ("SUBMITTED", "RUNNING") and s,
+            timeout=600,
+            what="the failing training",
+            server=server,
+        )
+        last = status["details"][-1]
+        assert status["status"] == "ERROR", status["details"]
+        assert f"seg/{image_id} holds class [7]" in last and "network outputs 3 classes" in last, status["details"]
+        assert last.startswith("monailabel_app.lib.errors.TrainingFailed: training of 'ct_segmentation_3d' failed")
+        stats = client.info()["train_stats"][MODEL]
+        assert "holds class [7]" in stats["error"] and stats["total_time"]
+        assert "Traceback" in server.log()  # the full traceback is still in the server's log
+    finally:
+        client.save_label(image_id, proj.held[image_id], params={})
+    assert int(RadiObject(proj.store).seg[image_id].to_numpy().max()) <= 2
 
 
 def _label_with_cube(shape, corner: int, value: int) -> np.ndarray:
