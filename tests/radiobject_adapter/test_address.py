@@ -9,10 +9,10 @@ from radiobject_adapter.address import (
     collection_address,
     is_volume_address,
     parse_address,
-    resolve_volume,
     split_collection_address,
     volume_address,
 )
+from radiobject_adapter.store.resolve import resolve_volume
 
 
 def test_the_old_hash_form_parses_to_the_same_address():
