@@ -106,6 +106,7 @@ BLOCKED_TORCHIO = """
 """
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch and MONAI: ~20 s
 def test_store_and_datasets_work_with_torchio_blocked(ct_store: str) -> None:
     done = _python(BLOCKED_TORCHIO, ct_store)
     assert done.stdout.strip() == "False"

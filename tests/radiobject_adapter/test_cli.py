@@ -23,6 +23,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([EXE, *args], capture_output=True, text=True, env=env, timeout=120)
 
 
+@pytest.mark.slow  # runs the CLI in subprocesses: ~20 s
 def test_ingest_command_writes_store_shows_progress_and_info_describes_it(tmp_path: Path) -> None:
     ds = make_ct_dataset(str(tmp_path / "nifti"), n_subjects=3, shape_range=((16, 20), (16, 20), (8, 10)), seed=2)
     store = str(tmp_path / "store")
@@ -49,6 +50,7 @@ def test_ingest_command_writes_store_shows_progress_and_info_describes_it(tmp_pa
     assert set(described["subject_table_columns"]) == {"diagnosis", "age"}
 
 
+@pytest.mark.slow  # runs the CLI in subprocesses: ~20 s
 def test_rejected_subject_gives_exit_3_and_the_rest_is_written(tmp_path: Path) -> None:
     ds = make_ct_dataset(str(tmp_path / "nifti"), n_subjects=3, shape_range=((16, 20), (16, 20), (8, 10)), seed=2)
     nib.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.uint8), np.eye(4)), ds.labels[0])
@@ -143,6 +145,7 @@ def _read_only_mount(path: Path, command: list[str]) -> subprocess.CompletedProc
     )
 
 
+@pytest.mark.slow  # runs the CLI in subprocesses: ~20 s
 def test_ingest_into_a_read_only_store_says_so_and_changes_nothing(tmp_path: Path) -> None:
     probe = _read_only_mount(tmp_path, ["true"])
     if probe.returncode != 0:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from radiobject_adapter import (
@@ -19,6 +20,7 @@ from radiobject_adapter.data import make_dataloader
 from radiobject_adapter.data.datasets import SegmentationDataset
 
 
+@pytest.mark.slow  # forked DataLoader workers: ~18 s
 def test_forked_workers_after_parent_read_never_hang(ct_store: str) -> None:
     # Run in a child process so a hang fails this test by timeout instead of freezing pytest.
     script = textwrap.dedent(

@@ -27,6 +27,9 @@ from radiobject_adapter.store.dataframe import read_dataframe, write_rows
 from radiobject_adapter.store.labels import ensure_foreground_index
 from tests.harness.kill import ForkServer, read_op_log
 
+# every test here starts from stores made by real SIGKILLed ingests (forked workers): seconds each
+pytestmark = pytest.mark.slow
+
 KILL_POINTS_TEST = str(Path(__file__).with_name("test_kill_points.py"))
 
 
