@@ -23,6 +23,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from radiobundles.resources import bundle_environ
+
 __all__ = ["DEMO_RECIPE", "DiceResult", "compare_dice", "make_demo_store"]
 
 BUNDLE = "ct_segmentation_3d"
@@ -81,10 +83,11 @@ def _bundle_cmd(configs: list[str], overrides: dict[str, Any]) -> list[str]:
     return cmd
 
 
-def _start(cmd: list[str], log: str, threads: int = 1) -> subprocess.Popen:
+def _start(cmd: list[str], log: str, cfg: str, threads: int = 1) -> subprocess.Popen:
     # one thread each: the variants train side by side on a shared machine, where more OpenMP
     # threads than free cores spin-wait (the same work took 2.6x the CPU with 2 threads here)
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": str(threads)}
+    env = bundle_environ(os.path.dirname(cfg), env)  # each variant's configs use its own scripts/
     with open(log, "wb") as fh:
         return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
 
@@ -114,7 +117,7 @@ def compare_dice(variants: dict[str, str], out: str, seed: int = 0, epochs: int 
         os.makedirs(run_dir, exist_ok=True)
         log = os.path.join(run_dir, "train.log")
         procs[name] = (
-            _start(_bundle_cmd([os.path.join(cfg, "train.json")], {**recipe, **dirs}), log),
+            _start(_bundle_cmd([os.path.join(cfg, "train.json")], {**recipe, **dirs}), log, cfg),
             log,
             time.time(),
         )
@@ -127,7 +130,7 @@ def compare_dice(variants: dict[str, str], out: str, seed: int = 0, epochs: int 
         evaluate = {k: v for k, v in {**recipe, **dirs}.items() if k not in ("max_epochs", "log_dir")}
         elog = os.path.join(run_dir, "evaluate.log")
         configs = [os.path.join(cfg, "train.json"), os.path.join(cfg, "evaluate.json")]
-        _wait(_start(_bundle_cmd(configs, evaluate), elog), f"evaluating {name}", elog)
+        _wait(_start(_bundle_cmd(configs, evaluate), elog, cfg), f"evaluating {name}", elog)
         with open(os.path.join(dirs["output_dir"], "metrics_summary.json")) as fh:
             summary = json.load(fh)
         per_class = {k: v["dice"] for k, v in summary["per_class"].items()}

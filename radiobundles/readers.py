@@ -6,6 +6,8 @@ with MONAI's ``NibabelReader``. The choice is made per item, so a config does no
 where its datalist came from: the bundle's own ``dataset_dir``, or a datalist that MONAI Label
 passes in (``train#dataset#data``), either kind. Addresses pass through MONAI configs unchanged
 (old ``#`` addresses arrive as ``::``, the current form; see :mod:`radiobject_adapter.address`).
+:func:`subject_id_of` names the subject of what was read, from either source (the bundles' and the
+MONAI Label app's writers and metrics share it).
 
 Example:
     >>> from monai.transforms import LoadImaged
@@ -16,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,8 +26,10 @@ from monai.data import ImageReader, NibabelReader
 from monai.utils import ensure_tuple
 
 from radiobject_adapter import TileDBReader, Volume
+from radiobject_adapter.address import is_volume_address, parse_address
+from radiobject_adapter.store.naming import subject_id_from_path
 
-__all__ = ["StoreOrNiftiReader"]
+__all__ = ["StoreOrNiftiReader", "subject_id_of"]
 
 
 class StoreOrNiftiReader(ImageReader):
@@ -61,3 +65,21 @@ class StoreOrNiftiReader(ImageReader):
         first = img[0] if isinstance(img, (list, tuple)) else img
         reader = self.store_reader if isinstance(first, Volume) else self.file_reader
         return reader.get_data(img)
+
+
+def subject_id_of(meta: Mapping[str, Any] | None, fallback: str = "") -> str:
+    """Subject id from MONAI meta: ``subject_id`` (store reads), else from ``filename_or_obj``.
+
+    Example:
+        >>> subject_id_of({"filename_or_obj": "/data/imagesTr/case_004_0000.nii.gz"})
+        'case_004'
+    """
+    if not meta:
+        return fallback
+    if meta.get("subject_id"):
+        return str(meta["subject_id"])
+    name = meta.get("filename_or_obj")
+    if not name:
+        return fallback
+    name = str(name[0] if isinstance(name, (list, tuple)) else name)
+    return parse_address(name).key if is_volume_address(name) else subject_id_from_path(name)

@@ -9,18 +9,39 @@ An environment variable points elsewhere (a user's own bundles, a copy being edi
 ``RADIOBUNDLES_CONFIGS_DIR``   folder holding the settings YAML files
 =============================  ==========================================
 
+A bundle's own code is its ``scripts`` package (Model Zoo layout), which its configs name as
+``scripts.…``: :func:`bundle_scripts` makes that name mean one bundle's package while a config
+is parsed or run in this process (the HPO driver, tests), as MONAI Label does for the bundles it
+serves, so two bundles' ``scripts`` never shadow each other. :func:`bundle_environ` does the same
+for a ``python -m monai.bundle`` process started from another folder (MONAI itself adds the bundle
+folder to ``sys.path`` only when ``run`` starts, after ``initialize`` may have needed it).
+
 Example:
     >>> bundle_path("ct_segmentation_3d")
     PosixPath('/work/radiobundles/bundles/ct_segmentation_3d')
+    >>> with bundle_scripts(bundle_path("mri_slice_segmentation_2d")) as scripts:
+    ...     ConfigWorkflow(config_file=".../train.json", workflow_type="train").run()
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
-__all__ = ["BUNDLES_ENV", "CONFIGS_ENV", "bundle_path", "bundles_dir", "configs_dir"]
+__all__ = [
+    "BUNDLES_ENV",
+    "CONFIGS_ENV",
+    "bundle_environ",
+    "bundle_path",
+    "bundle_scripts",
+    "bundles_dir",
+    "configs_dir",
+]
 
 BUNDLES_ENV = "RADIOBUNDLES_BUNDLES_DIR"
 CONFIGS_ENV = "RADIOBUNDLES_CONFIGS_DIR"
@@ -66,3 +87,47 @@ def bundle_path(name: str) -> Path:
         there = sorted(p.name for p in root.iterdir() if (p / "configs" / "metadata.json").is_file())
         raise FileNotFoundError(f"no bundle {name!r} in {root} (bundles there: {there}); set {BUNDLES_ENV}")
     return path
+
+
+def _scripts_modules() -> list[str]:
+    return [k for k in sys.modules if k == "scripts" or k.startswith("scripts.")]
+
+
+@contextmanager
+def bundle_scripts(bundle: str | os.PathLike) -> Iterator[ModuleType | None]:
+    """Within the block, ``import scripts`` (and a config's ``scripts.…``) is ``bundle``'s own package.
+
+    The bundle folder goes first on ``sys.path`` and any ``scripts`` modules already imported
+    (another bundle's) leave ``sys.modules``; on exit both are put back as they were, so the
+    bundle's modules do not shadow another bundle's afterwards (objects made inside keep working).
+
+    Yields:
+        the bundle's ``scripts`` package, or ``None`` for a bundle without one.
+    """
+    folder = str(Path(bundle).resolve())
+    saved = {k: sys.modules.pop(k) for k in _scripts_modules()}
+    sys.path.insert(0, folder)
+    try:
+        has_scripts = os.path.isfile(os.path.join(folder, "scripts", "__init__.py"))
+        yield importlib.import_module("scripts") if has_scripts else None
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
+        for k in _scripts_modules():
+            del sys.modules[k]
+        sys.modules.update(saved)
+
+
+def bundle_environ(bundle: str | os.PathLike, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """``environ`` (default: this process's) with the bundle folder first on ``PYTHONPATH``.
+
+    A ``python -m monai.bundle run`` (or ``torchrun``) started with it imports the bundle's own
+    ``scripts`` package from any working directory, as when run from the bundle folder.
+
+    Example:
+        >>> subprocess.run([sys.executable, "-m", "monai.bundle", "run", ...], env=bundle_environ(folder))
+    """
+    env = dict(os.environ if environ is None else environ)
+    folder = str(Path(bundle).resolve())
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (folder, env.get("PYTHONPATH", "")) if p)
+    return env

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from radiobundles.resources import bundle_path
+from radiobundles.resources import bundle_environ, bundle_path
 
 BUNDLE = str(bundle_path("ct_segmentation_3d"))  # checkout, installed wheel or $RADIOBUNDLES_BUNDLES_DIR
 CLASS_NAMES = ["background", "structure_1", "structure_2", "structure_3"]
@@ -49,6 +49,7 @@ def _run(step: str, cmd: list[str], log_dir: str) -> float:
     shown = " ".join(c if " " not in c and "[" not in c else f"'{c}'" for c in cmd[1:])
     print(f"  $ python {shown}", flush=True)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}  # MONAI's and TileDB's notices would drown the progress
+    env = bundle_environ(BUNDLE, env)  # the configs' scripts.… are the bundle's own code
     t0 = time.perf_counter()
     with open(os.path.join(log_dir, f"{step}.log"), "wb") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)

@@ -25,8 +25,8 @@ from monai.transforms import MapTransform, Transform
 from radiobject_adapter import RadiObject
 from radiobject_adapter.address import is_volume_address, parse_address
 from radiobject_adapter.store.labels import LabelError, find_label, write_label
-from radiobundles.ct3d.metrics import subject_id_of
 from radiobundles.ct3d.visualize import label_map
+from radiobundles.readers import subject_id_of
 
 __all__ = ["PREDICTION_SOURCE", "SaveToStored", "subject_name_formatter", "write_label_volume"]
 

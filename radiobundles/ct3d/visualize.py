@@ -1,6 +1,6 @@
 """Image / ground truth / prediction slice panels, as plain RGB arrays (no plotting library needed).
 
-Used for TensorBoard (:class:`radiobundles.ct3d.handlers.TensorBoardSlicePanel`) and for the
+Used for TensorBoard (the ``ct_segmentation_3d`` bundle's ``scripts.handlers.TensorBoardSlicePanel``) and for the
 demo's overlay figure. Volumes are ``[X, Y, Z]`` voxel arrays (a leading channel axis is fine:
 one-hot channels are turned back into a label map); the panel shows the slice through ``axis``
 with the most ground-truth foreground, so small structures are not missed.

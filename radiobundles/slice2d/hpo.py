@@ -40,7 +40,7 @@ from typing import Any
 
 from ignite.engine import Engine, Events
 
-from radiobundles.resources import bundle_path
+from radiobundles.resources import bundle_path, bundle_scripts
 from radiobundles.settings import CONFIGS_DIR, load_settings
 
 __all__ = [
@@ -136,21 +136,23 @@ def run_trial(
         "bundle_root": trial_dir,
         "max_epochs": max_epochs,
     }
-    workflow = ConfigWorkflow(
-        config_file=str(configs / "train.json"),
-        meta_file=str(configs / "metadata.json"),
-        logging_file=False,
-        workflow_type="train",
-        **settings,
-    )
-    workflow.initialize()
-    trainer = workflow.parser.get_parsed_content("train#trainer")
-    reporter = DiceReporter(trial, trainer)
-    reporter.attach(workflow.parser.get_parsed_content("validate#evaluator"))
-    try:
-        workflow.run()
-    finally:
-        workflow.finalize()
+    # the config's scripts.… are the bundle's own code (its scripts/), outputs go to trial_dir
+    with bundle_scripts(bundle_root):
+        workflow = ConfigWorkflow(
+            config_file=str(configs / "train.json"),
+            meta_file=str(configs / "metadata.json"),
+            logging_file=False,
+            workflow_type="train",
+            **settings,
+        )
+        workflow.initialize()
+        trainer = workflow.parser.get_parsed_content("train#trainer")
+        reporter = DiceReporter(trial, trainer)
+        reporter.attach(workflow.parser.get_parsed_content("validate#evaluator"))
+        try:
+            workflow.run()
+        finally:
+            workflow.finalize()
     if reporter.pruned:
         raise optuna.TrialPruned(f"pruned after epoch {trainer.state.epoch}")
     if not reporter.values:

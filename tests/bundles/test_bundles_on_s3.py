@@ -28,6 +28,7 @@ from radiobject_adapter import RadiObject, ingest_niftis
 from radiobject_adapter.synthetic import SyntheticDataset
 from radiobject_adapter.testing import S3Server
 from radiobundles.datalists import make_datalist
+from radiobundles.resources import bundle_environ
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.integration, pytest.mark.slow]
 
@@ -75,7 +76,7 @@ def _bundle_run(
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--dataset_dir", store]
     for key, value in overrides.items():
         cmd += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
-    env = {**os.environ, **srv.process_env, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    env = bundle_environ(CONFIGS.parent, {**os.environ, **srv.process_env, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"})
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc

@@ -17,6 +17,7 @@ from radiobject_adapter.cli import main
 from radiobject_adapter.io.dicom_seg import read_dicom_seg_labels
 from radiobject_adapter.testing.dicom import write_dicom_series
 from radiobject_adapter.testing.orthanc import orthanc_available, orthanc_server
+from radiobundles.resources import bundle_scripts
 
 pytest.importorskip("highdicom")
 pytestmark = pytest.mark.slow
@@ -31,6 +32,13 @@ TINY = {
     "sw_batch_size": 16,
     "device": "cpu",
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def scripts():
+    """The bundle's own ``scripts`` package: what its configs' ``scripts.…`` name in this process."""
+    with bundle_scripts(CONFIGS.parent) as package:
+        yield package
 
 
 @pytest.fixture(scope="module")

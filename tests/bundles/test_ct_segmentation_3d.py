@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import importlib
 import json
 import os
 import shutil
@@ -25,9 +26,9 @@ from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_net_i
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from radiobject_adapter import RadiObject, TileDBDataset
-from radiobundles.ct3d import PatchesPerSubject
 from radiobundles.datalists import make_datalist
 from radiobundles.labels import class_names_for
+from radiobundles.resources import bundle_environ, bundle_scripts
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "ct_segmentation_3d"
 CONFIGS = BUNDLE / "configs"
@@ -74,6 +75,13 @@ def event_tags(log_dir: str) -> dict[str, list[str]]:
     return acc.Tags()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def scripts():
+    """The bundle's own ``scripts`` package: what its configs' ``scripts.…`` name in this process."""
+    with bundle_scripts(BUNDLE) as package:
+        yield package
+
+
 @pytest.fixture(scope="module")
 def store(ct_store, tmp_path_factory) -> str:
     """A private copy: inference writes a collection into it."""
@@ -92,6 +100,7 @@ def trained_on_store(store, tmp_path_factory) -> dict:
 @pytest.mark.slow
 def test_store_training_reads_patches_and_logs_checkpoint_and_tensorboard(trained_on_store):
     dataset = trained_on_store["dataset"]
+    PatchesPerSubject = importlib.import_module("scripts.datasets").PatchesPerSubject
     assert isinstance(dataset, PatchesPerSubject) and isinstance(dataset.dataset, TileDBDataset)
     assert dataset.dataset.foreground_sampling
     assert os.path.isfile(os.path.join(trained_on_store["ckpt_dir"], "model.pt"))
@@ -146,7 +155,7 @@ def test_nifti_folder_runs_train_evaluate_inference_with_the_same_configs(synthe
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", TRAIN, "--dataset_dir", synthetic_ct.root]
     for key, value in overrides.items():
         cmd += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
-    env = {**os.environ, "TQDM_DISABLE": "1"}
+    env = bundle_environ(BUNDLE, {**os.environ, "TQDM_DISABLE": "1"})
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert os.path.isfile(tmp_path / "models" / "model.pt")
@@ -178,7 +187,13 @@ def test_dataset_dir_naming_store_and_collection_trains_through_the_command_line
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", TRAIN, "--dataset_dir", f"{ct_store}::CT"]
     for key, value in overrides.items():
         cmd += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"}, timeout=300)
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env=bundle_environ(BUNDLE, {**os.environ, "TQDM_DISABLE": "1"}),
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert os.path.isfile(tmp_path / "models" / "model.pt")
     # the old form reaches the bundle as the new one and names the same data
@@ -260,7 +275,7 @@ def test_torchrun_two_cpu_processes_train_one_epoch(store, tmp_path):
     for key, value in {**TINY_TRAIN, **outputs(tmp_path)}.items():
         if key != "device":  # the multi-GPU config picks cuda:<local rank> or the CPU itself
             cmd += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
-    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    env = bundle_environ(BUNDLE, {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"})
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert (tmp_path / "models" / "model.pt").is_file()

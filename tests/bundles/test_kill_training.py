@@ -36,6 +36,7 @@ import torch
 from monai.networks.nets import UNet
 
 from radiobject_adapter import RadiObject
+from radiobundles.resources import bundle_environ, bundle_scripts
 from tests.harness.kill import ForkServer, arm_kill
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "ct_segmentation_3d"
@@ -76,17 +77,18 @@ def train(overrides: dict[str, Any], ready: str = "", kill: dict | None = None) 
     from monai.bundle import ConfigWorkflow
 
     resume = os.path.isfile(os.path.join(overrides["ckpt_dir"], "last.pt"))
-    wf = ConfigWorkflow(config_file=TRAIN, meta_file=METADATA, logging_file=False, resume=resume, **overrides)
-    wf.initialize()
-    if ready:
-        trainer = wf.parser.get_parsed_content("train#trainer")
-        trainer.add_event_handler(Events.STARTED, lambda _: Path(ready).touch())
-    if kill:
-        arm_kill(**kill)
-    try:
-        wf.run()
-    finally:
-        wf.finalize()
+    with bundle_scripts(BUNDLE):  # the config's scripts.… are the bundle's own code
+        wf = ConfigWorkflow(config_file=TRAIN, meta_file=METADATA, logging_file=False, resume=resume, **overrides)
+        wf.initialize()
+        if ready:
+            trainer = wf.parser.get_parsed_content("train#trainer")
+            trainer.add_event_handler(Events.STARTED, lambda _: Path(ready).touch())
+        if kill:
+            arm_kill(**kill)
+        try:
+            wf.run()
+        finally:
+            wf.finalize()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,7 +181,7 @@ class KillLoop:
         cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", TRAIN, "--meta_file", METADATA]
         for key, value in {**self.overrides, "resume": self.last_epoch > 0}.items():
             cmd += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+        env = bundle_environ(BUNDLE, {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"})
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
         output = proc.stdout + proc.stderr
         assert proc.returncode == 0, output[-4000:]

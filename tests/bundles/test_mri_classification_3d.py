@@ -1,9 +1,9 @@
 """The ``mri_classification_3d`` bundle: its scripts, its zoo form, and (slow) a real train /
 evaluate / inference run by ``python -m monai.bundle run`` from a copy of the bundle folder.
 
-The bundle's code is its own ``scripts`` package (Model Zoo layout); tests import it with the
-bundle folder on ``sys.path`` and take it out of ``sys.modules`` again, so other bundles'
-``scripts`` packages are not shadowed.
+The bundle's code is its own ``scripts`` package (Model Zoo layout); tests import it within
+``radiobundles.resources.bundle_scripts`` (bundle folder on ``sys.path``, taken out of
+``sys.modules`` again afterwards), so other bundles' ``scripts`` packages are not shadowed.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from radiobject_adapter import RadiObject, ingest_niftis
+from radiobundles.resources import bundle_scripts
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "mri_classification_3d"
 CONFIGS = BUNDLE / "configs"
@@ -37,16 +38,9 @@ E2E_TIMEOUT = pytest.mark.timeout(1200)
 @pytest.fixture(scope="module")
 def bundle() -> Iterator[types.SimpleNamespace]:
     """The bundle's ``scripts`` modules, imported from the bundle folder."""
-    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "scripts" or k.startswith("scripts.")}
-    sys.path.insert(0, str(BUNDLE))
-    try:
+    with bundle_scripts(BUNDLE):
         mods = {n: importlib.import_module(f"scripts.{n}") for n in ("data", "metrics", "report", "synthetic")}
         yield types.SimpleNamespace(**mods)
-    finally:
-        sys.path.remove(str(BUNDLE))
-        for k in [k for k in sys.modules if k == "scripts" or k.startswith("scripts.")]:
-            del sys.modules[k]
-        sys.modules.update(saved)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ uses); the command line itself and the multi-process config are exercised by the
 from __future__ import annotations
 
 import glob
+import importlib
 import json
 import os
 import subprocess
@@ -24,7 +25,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from radiobject_adapter import RadiObject, ingest_niftis
 from radiobject_adapter.synthetic import make_ct_dataset
-from radiobundles.slice2d import AxialSliceDataset, CrossEntropySegLoss
+from radiobundles.resources import bundle_environ, bundle_scripts
 from radiobundles.training import BatchNormRecalibration
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "mri_slice_segmentation_2d"
@@ -46,6 +47,13 @@ TINY = {
     "log_every": 1,
 }
 TINY_INFER = {k: v for k, v in TINY.items() if k.startswith(("slice_size", "network_def", "num_workers"))}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def scripts():
+    """The bundle's own ``scripts`` package: what its configs' ``scripts.…`` name in this process."""
+    with bundle_scripts(BUNDLE) as package:
+        yield package
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +108,9 @@ def test_training_from_an_axial_store_reads_single_slices(store_run):
     wf, _ = store_run
     parser = wf.parser
     assert parser.get_parsed_content("loading") == "slices"
-    assert isinstance(parser.get_parsed_content("train#dataset"), AxialSliceDataset)
+    assert isinstance(
+        parser.get_parsed_content("train#dataset"), importlib.import_module("scripts.dataset").AxialSliceDataset
+    )
     trainer = parser.get_parsed_content("train#trainer")
     assert trainer.state.epoch == 2
     assert trainer.amp == torch.cuda.is_available()  # AMP only where a GPU is present
@@ -256,7 +266,9 @@ def test_the_loss_is_chosen_by_one_override(loss, kind):
     parser.update({"loss": loss})
     assert type(parser.get_parsed_content("loss_function")).__name__ == kind
     if loss == "cross_entropy":
-        assert isinstance(parser.get_parsed_content("loss_function"), CrossEntropySegLoss)
+        assert isinstance(
+            parser.get_parsed_content("loss_function"), importlib.import_module("scripts.losses").CrossEntropySegLoss
+        )
 
 
 BASIC_UNET = {
@@ -335,7 +347,12 @@ def test_zoo_layout_is_complete():
 
 def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=str(BUNDLE.parents[1])
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(BUNDLE.parents[1]),
+        env=bundle_environ(BUNDLE),  # the configs' scripts.… from the repository root too
     )
 
 

@@ -22,7 +22,8 @@ import tifffile
 import torch
 from monai.bundle import ConfigWorkflow
 
-from radiobundles.paired.synthetic import PairedTifDataset, make_paired_tifs
+from bundles.paired_latent_diffusion_2d.scripts.synthetic import PairedTifDataset, make_paired_tifs
+from radiobundles.resources import bundle_environ, bundle_scripts
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "paired_latent_diffusion_2d"
 CONFIGS = BUNDLE / "configs"
@@ -66,6 +67,13 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def scripts():
+    """The bundle's own ``scripts`` package: what its configs' ``scripts.…`` name in this process."""
+    with bundle_scripts(BUNDLE) as package:
+        yield package
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _restore_torch_threads():
     threads = torch.get_num_threads()
@@ -86,7 +94,7 @@ def autoencoder_stage(data: PairedTifDataset, tmp_path_factory: pytest.TempPathF
     cmd += ["--bundle_root", str(root), "--dataset_dir", data.root]
     for key, value in TINY.items():
         cmd += [f"--{key}", _cli_value(value)]
-    env = {**os.environ, "TQDM_DISABLE": "1"}
+    env = bundle_environ(BUNDLE, {**os.environ, "TQDM_DISABLE": "1"})
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return root, done.stdout + done.stderr

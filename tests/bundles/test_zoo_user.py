@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from radiobundles.resources import bundle_scripts
 from tests.bundles.zoo_user import CleanEnv, clean_environment, dependency_closure, zoo_requirements
 
 REPO = Path(__file__).resolve().parents[2]
@@ -206,13 +207,8 @@ def test_mri_classification_3d_trains_evaluates_and_infers_from_its_folder_alone
     env = envs("mri_classification_3d")
     assert not _importable(env, "monailabel")
     bundle = _copy_bundle("mri_classification_3d", tmp_path)
-    sys.path.insert(0, str(BUNDLES / "mri_classification_3d"))
-    try:
+    with bundle_scripts(BUNDLES / "mri_classification_3d"):
         from scripts.synthetic import make_classification_dataset  # data for the user, made with the bundle's helper
-    finally:
-        sys.path.remove(str(BUNDLES / "mri_classification_3d"))
-        for k in [k for k in sys.modules if k == "scripts" or k.startswith("scripts.")]:
-            del sys.modules[k]
     from radiobject_adapter import ingest_niftis
 
     ds = make_classification_dataset(str(tmp_path / "nifti"), n_subjects=8, shape_range=((20, 24), (20, 24), (16, 20)))
@@ -254,8 +250,8 @@ PAIRED_TINY = {
 
 
 def test_paired_latent_diffusion_2d_trains_and_generates_from_its_folder_alone(envs, tmp_path) -> None:
+    from bundles.paired_latent_diffusion_2d.scripts.synthetic import make_paired_tifs
     from radiobject_adapter.io.tif import ingest_tifs
-    from radiobundles.paired import make_paired_tifs
 
     env = envs("paired_latent_diffusion_2d")
     assert not _importable(env, "monailabel")

@@ -7,7 +7,7 @@ import pytest
 from monai.transforms import LoadImage
 
 from radiobject_adapter import volume_address
-from radiobundles.readers import StoreOrNiftiReader
+from radiobundles.readers import StoreOrNiftiReader, subject_id_of
 
 
 def load(name):
@@ -41,3 +41,11 @@ def test_an_address_in_the_old_hash_form_still_loads(ct_store, synthetic_ct):
     address = volume_address(ct_store, "CT", sid)
     assert "::" in address and "#" not in address
     assert np.array_equal(load(address.replace("::", "#")).numpy(), load(address).numpy())
+
+
+def test_subject_id_comes_from_store_meta_addresses_or_file_names():
+    assert subject_id_of({"subject_id": "case_007"}) == "case_007"
+    assert subject_id_of({"filename_or_obj": "/data/store::CT/case_003"}) == "case_003"
+    assert subject_id_of({"filename_or_obj": "/data/store#CT/case_003"}) == "case_003"  # the old form
+    assert subject_id_of({"filename_or_obj": "/data/imagesTr/case_004_0000.nii.gz"}) == "case_004"
+    assert subject_id_of(None, fallback="item_0") == "item_0"

@@ -23,8 +23,10 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from radiobject_adapter.address import is_volume_address, parse_address
-from radiobundles.ct3d.metrics import class_name_list, subject_id_of
 from radiobundles.ct3d.visualize import label_map
+from radiobundles.readers import subject_id_of
+
+from .metrics import class_name_list
 
 __all__ = ["SaveDicomSegd", "bundle_class_names"]
 

@@ -34,10 +34,9 @@ from ignite.engine import Engine, Events
 from monai.data.utils import affine_to_spacing
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
-from radiobject_adapter.address import is_volume_address, parse_address
-from radiobject_adapter.store.naming import subject_id_from_path
+from radiobundles.readers import subject_id_of
 
-__all__ = ["CSV_COLUMNS", "SubjectMetricsSaver", "class_name_list", "segmentation_scores", "subject_id_of"]
+__all__ = ["CSV_COLUMNS", "SubjectMetricsSaver", "class_name_list", "segmentation_scores"]
 
 CSV_COLUMNS = ("subject_id", "class_index", "class_name", "dice", "hd95_mm", "label_voxels", "pred_voxels")
 logger = logging.getLogger(__name__)
@@ -50,19 +49,6 @@ def class_name_list(class_names: Sequence[str] | Mapping[Any, str] | None, num_c
     else:
         lookup = dict(enumerate(str(n) for n in (class_names or [])))
     return [lookup.get(i, f"class_{i}") for i in range(num_classes)]
-
-
-def subject_id_of(meta: Mapping[str, Any] | None, fallback: str = "") -> str:
-    """Subject id from MONAI meta: ``subject_id`` (store reads), else from ``filename_or_obj``."""
-    if not meta:
-        return fallback
-    if meta.get("subject_id"):
-        return str(meta["subject_id"])
-    name = meta.get("filename_or_obj")
-    if not name:
-        return fallback
-    name = str(name[0] if isinstance(name, (list, tuple)) else name)
-    return parse_address(name).key if is_volume_address(name) else subject_id_from_path(name)
 
 
 def _finite(value: float) -> float:

@@ -8,7 +8,7 @@ or a store with collections of those names, and share one set of options:
 * ``subset_size``: draw that many names (seeded) before splitting, for quick runs;
 * ``cache_rate``: MONAI ``CacheDataset`` keeps that fraction of the preprocessed images in RAM;
 * ``distributed``: each rank reads its own share (``DistributedSampler``);
-* on rank 0, a :class:`~radiobundles.paired.stats.DatasetStatistics` report is logged.
+* on rank 0, a :class:`~scripts.stats.DatasetStatistics` report is logged.
 
 Example:
     >>> train, val = create_ldm_dataloaders("data", batch_size=8, patch_size=256)
@@ -32,13 +32,14 @@ from monai.data import DistributedSampler as EvenDistributedSampler
 from torch.utils.data import DistributedSampler
 
 from radiobject_adapter.store.radiobject import split_subjects
-from radiobundles.paired.pairing import ImageSource, open_source, pair_sources
-from radiobundles.paired.stats import dataset_statistics
-from radiobundles.paired.transforms import paired_transforms
+
+from .pairing import ImageSource, open_source, pair_sources
+from .stats import dataset_statistics
+from .transforms import paired_transforms
 
 __all__ = [
     "condition_datalist",
-    "create_inference_dataloader",
+    "create_condition_dataloader",
     "create_ldm_dataloaders",
     "create_vae_dataloaders",
     "select_names",
@@ -245,8 +246,8 @@ def create_ldm_dataloaders(
 ) -> tuple[DataLoader, DataLoader]:
     """Train / validation loaders of ``(target, condition)`` pairs, each ``[B, 1, H, W]``.
 
-    Pairs match by name (see :func:`~radiobundles.paired.pairing.pair_sources`): names found
-    on one side only raise :class:`~radiobundles.paired.pairing.UnpairedImagesError` that
+    Pairs match by name (see :func:`~scripts.pairing.pair_sources`): names found
+    on one side only raise :class:`~scripts.pairing.UnpairedImagesError` that
     lists them, unless ``keep_intersection=True`` (then they are logged and left out).
     Augmentation, when on, moves both images of a pair identically. Other arguments as in
     :func:`create_vae_dataloaders`.
@@ -285,7 +286,7 @@ def condition_datalist(data_dir: str, condition: str = "dente") -> list[dict[str
     return [{"condition": item, "name": name} for name, item in open_source(data_dir, condition).items.items()]
 
 
-def create_inference_dataloader(
+def create_condition_dataloader(
     data_dir: str,
     patch_size: int | Sequence[int],
     condition: str = "dente",

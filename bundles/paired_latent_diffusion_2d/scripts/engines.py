@@ -39,7 +39,7 @@ from monai.networks.schedulers import Scheduler
 from monai.utils import CommonKeys
 from torch import nn
 
-from radiobundles.paired.latent import LatentConditioner
+from .latent import LatentConditioner
 
 __all__ = [
     "AutoencoderKLEvalStep",
@@ -109,7 +109,7 @@ class AutoencoderKLTrainStep:
     """One AutoencoderKL training iteration, optionally with a patch discriminator.
 
     The engine's ``loss_function`` must return a dict with ``loss`` (see
-    :class:`~radiobundles.paired.losses.AutoencoderKLLoss`).
+    :class:`~scripts.losses.AutoencoderKLLoss`).
 
     Args:
         discriminator: e.g. ``monai.networks.nets.PatchDiscriminator``; ``None`` disables

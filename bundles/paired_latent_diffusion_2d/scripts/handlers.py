@@ -2,9 +2,9 @@
 
 Example (in a bundle's handler lists)::
 
-    {"_target_": "radiobundles.paired.handlers.SampleGridSaver", "output_dir": "@output_dir",
+    {"_target_": "scripts.handlers.SampleGridSaver", "output_dir": "@output_dir",
      "summary_writer": "@summary_writer", "keys": ["image", "pred", "label"]}
-    {"_target_": "radiobundles.paired.handlers.ThroughputLogger", "summary_writer": "@summary_writer"}
+    {"_target_": "scripts.handlers.ThroughputLogger", "summary_writer": "@summary_writer"}
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from radiobundles.paired.io import to_uint8, write_png
+from .io import to_uint8, write_png
 
 __all__ = ["SampleGridSaver", "ThroughputLogger", "sample_grid"]
 

@@ -6,7 +6,7 @@ same slice ingested into a store (``(H, W, 1)``) give the same array.
 
 Example:
     >>> from monai.transforms import LoadImage
-    >>> img = LoadImage(reader="radiobundles.paired.io.TifReader", ensure_channel_first=True)("a.tif")
+    >>> img = LoadImage(reader=TifReader, ensure_channel_first=True)("a.tif")
     >>> img.shape
     torch.Size([1, 256, 256])
 """

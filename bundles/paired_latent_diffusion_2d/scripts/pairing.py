@@ -27,7 +27,8 @@ from radiobject_adapter.errors import RadiobundlesError
 from radiobject_adapter.io.tif import TIF_SUFFIXES
 from radiobject_adapter.store.naming import subject_id_from_path
 from radiobject_adapter.store.radiobject import is_store
-from radiobundles.paired.transforms import STORE_READER, TIF_READER
+
+from .transforms import STORE_READER, TIF_READER
 
 __all__ = ["ImageSource", "PairingReport", "UnpairedImagesError", "is_store", "open_source", "pair_sources"]
 

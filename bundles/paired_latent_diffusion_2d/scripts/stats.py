@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from radiobundles.paired.pairing import PairingReport
+from .pairing import PairingReport
 
 __all__ = ["DatasetStatistics", "dataset_statistics"]
 

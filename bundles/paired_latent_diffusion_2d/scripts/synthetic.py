@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from radiobundles.paired.io import write_tif
+from .io import write_tif
 
 __all__ = ["PairedTifDataset", "make_paired_tifs", "synthetic_jaw_pair"]
 

@@ -1,7 +1,7 @@
 """Preprocessing of paired 2D slices: the pipeline (masked local normalisation included), dict-to-tuple.
 
 The pipeline is MONAI's own transforms end to end: ``LoadImaged`` (TIF via
-:class:`~radiobundles.paired.io.TifReader`, store via ``radiobject_adapter.TileDBReader``),
+:class:`~scripts.io.TifReader`, store via ``radiobject_adapter.TileDBReader``),
 channel first, ``NormalizeIntensityd(nonzero=True, channel_wise=True)`` (each channel z-scored
 with the statistics of its non-zero pixels: background stays exactly 0, a constant or empty
 image gives zeros, never NaN), ``Resized`` to the patch size, optional
@@ -39,6 +39,8 @@ from monai.transforms import (
 )
 from monai.utils import ensure_tuple, ensure_tuple_rep
 
+from .io import TifReader
+
 __all__ = [
     "STORE_READER",
     "TIF_READER",
@@ -46,7 +48,7 @@ __all__ = [
     "paired_transforms",
 ]
 
-TIF_READER = "radiobundles.paired.io.TifReader"
+TIF_READER = TifReader  # the class itself: a dotted name would depend on how scripts/ was imported
 STORE_READER = "radiobject_adapter.TileDBReader"
 
 
@@ -77,7 +79,7 @@ class DictToTuple(Transform):
 def paired_transforms(
     keys: Sequence[str],
     patch_size: int | Sequence[int],
-    reader: str = TIF_READER,
+    reader: str | type = TIF_READER,
     augment: bool = False,
     output_keys: Sequence[str] | None = None,
     track_meta: bool = False,

@@ -17,7 +17,7 @@ from monai.inferers import LatentDiffusionInferer
 from monai.networks.schedulers import Scheduler
 from torch import nn
 
-from radiobundles.paired.latent import LatentConditioner
+from .latent import LatentConditioner
 
 __all__ = ["PairedTranslator"]
 

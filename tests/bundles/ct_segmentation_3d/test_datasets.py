@@ -7,7 +7,7 @@ import torch
 from monai.data import CacheDataset, DataLoader
 from monai.data.samplers import DistributedSampler
 
-from radiobundles.ct3d import PatchesPerSubject, datalist_source, patch_training_dataset
+from bundles.ct_segmentation_3d.scripts.datasets import PatchesPerSubject, datalist_source, patch_training_dataset
 from radiobundles.datalists import make_datalist
 
 PATCH = (16, 16, 16)

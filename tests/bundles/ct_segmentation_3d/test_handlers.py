@@ -7,7 +7,12 @@ from ignite.engine import Engine
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from radiobundles.ct3d.handlers import ProgressBarHandler, TensorBoardSlicePanel, loss_value, progress_values
+from bundles.ct_segmentation_3d.scripts.handlers import (
+    ProgressBarHandler,
+    TensorBoardSlicePanel,
+    loss_value,
+    progress_values,
+)
 
 
 def validation_output():

@@ -13,7 +13,7 @@ from ignite.engine import Engine
 from monai.data import MetaTensor
 from monai.networks.utils import one_hot
 
-from radiobundles.ct3d.metrics import SubjectMetricsSaver, class_name_list, segmentation_scores, subject_id_of
+from bundles.ct_segmentation_3d.scripts.metrics import SubjectMetricsSaver, class_name_list, segmentation_scores
 
 
 def onehot(labels: np.ndarray, n: int = 3) -> torch.Tensor:
@@ -46,14 +46,6 @@ def test_a_missed_class_scores_zero_and_a_class_absent_from_the_reference_is_nan
     assert rows[0]["dice"] == 0.0 and math.isnan(rows[0]["hd95_mm"])
     assert math.isnan(rows[1]["dice"]) and math.isnan(rows[1]["hd95_mm"])
     assert (rows[1]["label_voxels"], rows[1]["pred_voxels"]) == (0, 32)
-
-
-def test_subject_id_comes_from_store_meta_addresses_or_file_names():
-    assert subject_id_of({"subject_id": "case_007"}) == "case_007"
-    assert subject_id_of({"filename_or_obj": "/data/store::CT/case_003"}) == "case_003"
-    assert subject_id_of({"filename_or_obj": "/data/store#CT/case_003"}) == "case_003"  # the old form
-    assert subject_id_of({"filename_or_obj": "/data/imagesTr/case_004_0000.nii.gz"}) == "case_004"
-    assert subject_id_of(None, fallback="item_0") == "item_0"
 
 
 def test_class_names_fall_back_to_indices():

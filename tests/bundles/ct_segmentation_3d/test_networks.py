@@ -7,7 +7,7 @@ import torch
 from monai.networks.nets import UNet
 from torch.nn import functional as F
 
-from radiobundles.ct3d import CoarseGridUNet
+from bundles.ct_segmentation_3d.scripts.networks import CoarseGridUNet
 
 NET = {"channels": (4, 8, 16), "strides": (2, 2), "num_res_units": 1, "norm": "instance"}
 

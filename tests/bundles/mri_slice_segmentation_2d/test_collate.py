@@ -4,7 +4,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from radiobundles.slice2d import SlicePrepareBatch, slices_to_volumes, volumes_to_slices
+from bundles.mri_slice_segmentation_2d.scripts.collate import SlicePrepareBatch, slices_to_volumes, volumes_to_slices
 
 
 def test_volume_batch_becomes_slice_batch_in_volume_major_order():

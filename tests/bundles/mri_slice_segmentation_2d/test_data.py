@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from bundles.mri_slice_segmentation_2d.scripts.data import resolve_image_collection, slice_loading
 from radiobject_adapter import ingest_niftis
-from radiobundles.slice2d import resolve_image_collection, slice_loading
 
 
 def test_axial_stores_are_read_as_slices_everything_else_as_volumes(tiny_nifti, tiny_axial_store, tiny_isotropic_store):

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bundles.mri_slice_segmentation_2d.scripts.dataset import AxialSliceDataset
 from radiobject_adapter import RadiObject, Volume
 from radiobundles.datalists import make_datalist
-from radiobundles.slice2d import AxialSliceDataset
 
 
 def test_one_item_per_axial_slice_equal_to_the_stored_slice(tiny_axial_store):

@@ -6,7 +6,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
-from radiobundles.slice2d import predict_volume
+from bundles.mri_slice_segmentation_2d.scripts.inference import predict_volume
 
 
 def _net() -> torch.nn.Module:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from monai.losses import DiceCELoss, DiceLoss
 
-from radiobundles.slice2d import LOSSES, CrossEntropySegLoss, segmentation_loss
+from bundles.mri_slice_segmentation_2d.scripts.losses import LOSSES, CrossEntropySegLoss, segmentation_loss
 
 
 @pytest.mark.parametrize("name", LOSSES)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from radiobundles.slice2d import middle_slice, middle_slice_pair, middle_slice_prediction
+from bundles.mri_slice_segmentation_2d.scripts.visualize import middle_slice, middle_slice_pair, middle_slice_prediction
 
 
 def test_the_middle_axial_slice_is_shown():

@@ -9,7 +9,7 @@ import torch
 from monai.engines.utils import default_prepare_batch
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
 
-from radiobundles.paired.synthetic import PairedTifDataset, make_paired_tifs
+from bundles.paired_latent_diffusion_2d.scripts.synthetic import PairedTifDataset, make_paired_tifs
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -7,14 +7,14 @@ import logging
 import pytest
 import torch
 
-from radiobundles.paired.data import (
-    create_inference_dataloader,
+from bundles.paired_latent_diffusion_2d.scripts.data import (
+    create_condition_dataloader,
     create_ldm_dataloaders,
     create_vae_dataloaders,
     select_names,
 )
-from radiobundles.paired.pairing import UnpairedImagesError
-from radiobundles.paired.synthetic import make_paired_tifs
+from bundles.paired_latent_diffusion_2d.scripts.pairing import UnpairedImagesError
+from bundles.paired_latent_diffusion_2d.scripts.synthetic import make_paired_tifs
 
 
 def _names(loader) -> list[str]:
@@ -110,10 +110,10 @@ def test_distributed_sampler_splits_training_data_between_ranks(paired_tifs):
 
 
 def test_statistics_report_is_logged_on_rank_zero_only(paired_tifs, caplog):
-    with caplog.at_level(logging.INFO, logger="radiobundles.paired.data"):
+    with caplog.at_level(logging.INFO, logger=create_ldm_dataloaders.__module__):
         create_ldm_dataloaders(paired_tifs.root, 2, 16, distributed=True, world_size=2, rank=1)
     assert "dataset statistics" not in caplog.text
-    with caplog.at_level(logging.INFO, logger="radiobundles.paired.data"):
+    with caplog.at_level(logging.INFO, logger=create_ldm_dataloaders.__module__):
         create_ldm_dataloaders(paired_tifs.root, 2, 16, distributed=True, world_size=2, rank=0)
     text = caplog.text
     assert "train 9 / val 1 (90% / 10%)" in text
@@ -131,7 +131,7 @@ def test_store_gives_the_same_pairs_and_tensors_as_folders(paired_tifs, paired_s
 
 
 def test_inference_loader_keeps_names_and_original_size(paired_tifs):
-    loader = create_inference_dataloader(paired_tifs.root, patch_size=16, batch_size=4)
+    loader = create_condition_dataloader(paired_tifs.root, patch_size=16, batch_size=4)
     batch = next(iter(loader))
     assert batch["condition"].shape == (4, 1, 16, 16)
     assert batch["name"] == paired_tifs.names[:4]

@@ -9,15 +9,15 @@ from monai.inferers import LatentDiffusionInferer
 from monai.networks.nets import PatchDiscriminator
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
-from radiobundles.paired.engines import (
+from bundles.paired_latent_diffusion_2d.scripts.engines import (
     AutoencoderKLEvalStep,
     AutoencoderKLTrainStep,
     LatentDiffusionSampleStep,
     LatentDiffusionTrainStep,
     loss_terms,
 )
-from radiobundles.paired.latent import LatentConditioner, load_frozen
-from radiobundles.paired.losses import AutoencoderKLLoss
+from bundles.paired_latent_diffusion_2d.scripts.latent import LatentConditioner, load_frozen
+from bundles.paired_latent_diffusion_2d.scripts.losses import AutoencoderKLLoss
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from ignite.engine import Engine
 from monai.data import MetaTensor
 from PIL import Image
 
-from radiobundles.paired.handlers import SampleGridSaver, ThroughputLogger, sample_grid
-from radiobundles.paired.io import SaveGeneratedImaged, to_uint8, write_tif
-from radiobundles.paired.synthetic import synthetic_jaw_pair
+from bundles.paired_latent_diffusion_2d.scripts.handlers import SampleGridSaver, ThroughputLogger, sample_grid
+from bundles.paired_latent_diffusion_2d.scripts.io import SaveGeneratedImaged, to_uint8, write_tif
+from bundles.paired_latent_diffusion_2d.scripts.synthetic import synthetic_jaw_pair
 
 
 def test_write_tif_leaves_no_partial_file(tmp_path):
@@ -82,7 +82,7 @@ def test_throughput_logger_counts_steps_and_images_per_epoch(caplog):
     evaluator = Engine(lambda engine, batch: None)
     throughput = ThroughputLogger()
     throughput.attach(evaluator)
-    with caplog.at_level("INFO", logger="radiobundles.paired.handlers"):
+    with caplog.at_level("INFO", logger=ThroughputLogger.__module__):
         evaluator.run([(torch.zeros(3, 1, 4, 4), torch.zeros(3, 1, 4, 4))] * 4, max_epochs=2)
     assert [r["steps"] for r in throughput.history] == [4.0, 4.0]
     record = throughput.history[-1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from radiobundles.paired.latent import (
+from bundles.paired_latent_diffusion_2d.scripts.latent import (
     LatentConditioner,
     LatentScale,
     load_frozen,

@@ -9,8 +9,8 @@ import torch
 from monai.losses import PerceptualLoss
 from monai.metrics import PSNRMetric, SSIMMetric
 
-from radiobundles.paired.losses import AutoencoderKLLoss, kl_divergence
-from radiobundles.paired.metrics import TargetRangePSNRMetric, TargetRangeSSIMMetric
+from bundles.paired_latent_diffusion_2d.scripts.losses import AutoencoderKLLoss, kl_divergence
+from bundles.paired_latent_diffusion_2d.scripts.metrics import TargetRangePSNRMetric, TargetRangeSSIMMetric
 
 
 def test_kl_is_zero_for_the_standard_normal_and_positive_otherwise():

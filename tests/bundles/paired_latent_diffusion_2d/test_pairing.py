@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from radiobundles.paired.pairing import UnpairedImagesError, open_source, pair_sources
-from radiobundles.paired.synthetic import make_paired_tifs
+from bundles.paired_latent_diffusion_2d.scripts.pairing import UnpairedImagesError, open_source, pair_sources
+from bundles.paired_latent_diffusion_2d.scripts.synthetic import make_paired_tifs
 
 
 def test_pairs_match_by_file_name(paired_tifs):
@@ -32,7 +32,7 @@ def test_count_mismatch_is_an_error_naming_the_unpaired_files(tmp_path):
 
 def test_keep_intersection_keeps_matched_pairs_and_logs_the_rest(tmp_path, caplog):
     ds = make_paired_tifs(str(tmp_path), n_pairs=3, shape=(8, 8), only_condition=["img_y"])
-    with caplog.at_level(logging.WARNING, logger="radiobundles.paired.pairing"):
+    with caplog.at_level(logging.WARNING, logger=pair_sources.__module__):
         report = pair_sources(open_source(ds.root, "edente"), open_source(ds.root, "dente"), keep_intersection=True)
     assert report.names == ds.names and report.only_condition == ["img_y"]
     assert "img_y" in caplog.text and "keeping the 3 matched pairs" in caplog.text

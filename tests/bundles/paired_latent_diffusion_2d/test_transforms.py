@@ -7,8 +7,8 @@ import pytest
 import torch
 from monai.transforms import NormalizeIntensity, NormalizeIntensityd
 
-from radiobundles.paired.io import TifReader
-from radiobundles.paired.transforms import (
+from bundles.paired_latent_diffusion_2d.scripts.io import TifReader
+from bundles.paired_latent_diffusion_2d.scripts.transforms import (
     STORE_READER,
     DictToTuple,
     paired_transforms,

@@ -1,4 +1,5 @@
-"""Tiny datasets for the slice2d tests: 4 subjects of 32x32x8 as NIfTI, an axial and an isotropic store."""
+"""Tiny data for the HPO driver tests: 4 subjects of 32x32x8 as NIfTI and an axial store (the bundle's own
+scripts tests have theirs in ``tests/bundles/mri_slice_segmentation_2d/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -19,16 +20,6 @@ def tiny_axial_store(tiny_nifti: SyntheticDataset, tmp_path_factory: pytest.Temp
     uri = str(tmp_path_factory.mktemp("slice2d_stores") / "axial")
     report = ingest_niftis(
         uri, {"CT": tiny_nifti.images_dir, "seg": tiny_nifti.labels_dir}, tiling="axial", progress=False
-    )
-    assert report.ok, report.summary()
-    return uri
-
-
-@pytest.fixture(scope="session")
-def tiny_isotropic_store(tiny_nifti: SyntheticDataset, tmp_path_factory: pytest.TempPathFactory) -> str:
-    uri = str(tmp_path_factory.mktemp("slice2d_stores") / "isotropic")
-    report = ingest_niftis(
-        uri, {"CT": tiny_nifti.images_dir, "seg": tiny_nifti.labels_dir}, tile_extent=16, progress=False
     )
     assert report.ok, report.summary()
     return uri
