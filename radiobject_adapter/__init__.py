@@ -11,6 +11,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from radiobject_adapter.data import _HOMES as _DATA_HOMES  # a name table only: no torch
 from radiobject_adapter.s3env import apply_s3_env
 
 # The package face is lazy (PEP 562): ``import radiobject_adapter`` costs TileDB only, so the
@@ -34,16 +35,9 @@ _HOMES: dict[str, str] = {
     "get_tiledb_ctx": "radiobject_adapter.config",
     "get_config": "radiobject_adapter.ctx",
     "Dataframe": "radiobject_adapter.dataframe",
-    "DatasetConfig": "radiobject_adapter.data.config",
-    "LoadingMode": "radiobject_adapter.data.config",
-    "SegmentationDataset": "radiobject_adapter.data.datasets",
-    "TileDBDataset": "radiobject_adapter.data.datasets",
-    "VolumeCollectionDataset": "radiobject_adapter.data.datasets",
-    "VolumeCollectionSubjectsDataset": "radiobject_adapter.data.torchio",
-    "create_inference_dataloader": "radiobject_adapter.data.loaders",
-    "create_segmentation_dataloader": "radiobject_adapter.data.loaders",
-    "create_training_dataloader": "radiobject_adapter.data.loaders",
-    "create_validation_dataloader": "radiobject_adapter.data.loaders",
+    # the data layer's names, from the one table that says where each lives (minus the
+    # low-level make_dataloader, which stays in radiobject_adapter.data)
+    **{name: home for name, home in _DATA_HOMES.items() if name != "make_dataloader"},
     "TileDBReader": "radiobject_adapter.reader",
     "CacheStats": "radiobject_adapter.stats",
     "S3Stats": "radiobject_adapter.stats",

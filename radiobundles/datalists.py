@@ -26,9 +26,10 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from radiobject_adapter import RadiObject, StoreNotFoundError, split_subjects
+from radiobject_adapter import RadiObject, split_subjects
 from radiobject_adapter.address import split_collection_address
 from radiobject_adapter.store.naming import CHANNEL_SUFFIX, SUPPORTED_SUFFIXES, strip_suffix, subject_id_from_path
+from radiobject_adapter.store.radiobject import store_problem
 
 __all__ = ["NIFTI_SUFFIXES", "SPLITS", "detect_source", "make_datalist", "nifti_items"]
 
@@ -58,13 +59,12 @@ def detect_source(dataset_dir: str, images_folder: str = "imagesTr") -> str:
     local = "://" not in path and os.path.isdir(path)
     if local and (os.path.isdir(os.path.join(path, images_folder)) or _nifti_files(path)):
         return "nifti"
-    try:
-        RadiObject(path)
-    except StoreNotFoundError as err:
+    problem = store_problem(path)
+    if problem is not None:
         raise ValueError(
             f"dataset_dir {path!r} is neither a TileDB store nor a folder with {images_folder}/ or NIfTI files "
-            f"({err}); pass --dataset_dir <store or folder>"
-        ) from None
+            f"({problem}); pass --dataset_dir <store or folder>"
+        )
     return "store"
 
 

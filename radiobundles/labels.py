@@ -22,7 +22,7 @@ __all__ = ["check_label_classes", "class_names_for"]
 
 
 def _label_collection(dataset_dir: str, label_collection: str) -> Any | None:
-    from radiobject_adapter import RadiObject, StoreNotFoundError
+    from radiobject_adapter import RadiObject, is_store
     from radiobject_adapter.address import split_collection_address
 
     store, collection = split_collection_address(str(dataset_dir))  # <store>::<image collection>
@@ -30,10 +30,9 @@ def _label_collection(dataset_dir: str, label_collection: str) -> Any | None:
         dataset_dir = store
     if "://" not in str(dataset_dir) and not os.path.isdir(str(dataset_dir)):
         return None
-    try:
-        radi = RadiObject(str(dataset_dir))
-    except StoreNotFoundError:
+    if not is_store(str(dataset_dir)):
         return None  # a NIfTI folder (or nothing yet): the configured default applies
+    radi = RadiObject(str(dataset_dir))
     return radi.collection(label_collection) if label_collection in radi.collection_names else None
 
 

@@ -70,6 +70,16 @@ def test_cli_info_loads_no_torch_monai_torchio_or_nibabel(ct_store: str) -> None
     assert "nibabel" not in modules  # the ingest stack is not needed to describe a store
 
 
+def test_cli_ingest_of_a_nifti_folder_loads_no_torch_monai_or_torchio(tmp_path) -> None:
+    """Every ingest process (the CLI, each worker of a parallel ingest) pays for what it imports."""
+    from radiobject_adapter.synthetic import make_ct_dataset
+
+    ds = make_ct_dataset(str(tmp_path / "nifti"), n_subjects=1, shape_range=((12, 13), (12, 13), (8, 9)), seed=1)
+    modules = _modules_after("ingest", str(tmp_path / "store"), "-c", f"CT={ds.images_dir}", "--no-progress")
+    assert "radiobject_adapter.io.nifti" in modules and "nibabel" in modules  # it did ingest
+    assert _heavy(modules) == []
+
+
 def test_every_public_name_is_importable_from_the_package() -> None:
     for name in radiobject_adapter.__all__:
         assert getattr(radiobject_adapter, name) is not None, name

@@ -46,15 +46,21 @@ def make_dataloader(
     drop_last: bool = False,
     world_size: int | None = None,
     rank: int | None = None,
+    sampler_drop_last: bool | None = None,
     **kwargs: Any,
 ) -> DataLoader:
     """A MONAI ``DataLoader`` over ``dataset`` with the options every factory shares.
 
     With ``distributed`` the sampler takes ``world_size``/``rank`` from the initialised
-    process group (torchrun) unless given.
+    process group (torchrun) unless given; it drops the items that do not divide evenly among
+    the ranks when ``sampler_drop_last`` (default: ``drop_last``) is true, else pads the shares.
     """
+    if sampler_drop_last is None:
+        sampler_drop_last = drop_last
     sampler = (
-        DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=sampler_drop_last
+        )
         if distributed
         else None
     )

@@ -11,7 +11,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from radiobject_adapter.store.layout import obs_row
+from radiobject_adapter.store.layout import affine_spacing, obs_row
 
 __all__ = ["LoadedVolume", "load_nifti"]
 
@@ -90,6 +90,25 @@ class LoadedVolume:
         )
 
 
+def _corrected_header(img: nib.Nifti1Image) -> nib.Nifti1Image:
+    """``img`` with MONAI's ``correct_nifti_header_if_necessary`` applied.
+
+    That function leaves a 3D file whose voxel sizes agree with its affine as it is; such a file
+    (nearly every one) is let through here without importing MONAI, which would load torch and
+    all of MONAI (about 15 CPU s) into every ingest process.
+    """
+    header = img.header
+    if (
+        header.get("dim") is not None
+        and int(header["dim"][0]) == 3
+        and np.allclose(np.asarray(header.get_zooms())[:3], affine_spacing(img.affine))
+    ):
+        return img
+    from monai.data.utils import correct_nifti_header_if_necessary
+
+    return correct_nifti_header_if_necessary(img)
+
+
 def load_nifti(path: str, expect_ndim: int | None = 3) -> LoadedVolume:
     """Load a NIfTI file completely (a truncated file fails here, not later).
 
@@ -97,13 +116,10 @@ def load_nifti(path: str, expect_ndim: int | None = 3) -> LoadedVolume:
         ValueError: unreadable, truncated or corrupt file, or wrong number of dimensions,
             with the path in the message.
     """
-    from monai.data.utils import correct_nifti_header_if_necessary
-
     if os.path.getsize(path) == 0:
         raise ValueError(f"{path}: empty file")
     try:
-        img = nib.load(path)
-        img = correct_nifti_header_if_necessary(img)
+        img = _corrected_header(nib.load(path))
         data = np.asanyarray(img.dataobj, order="C")
     except (
         OSError,

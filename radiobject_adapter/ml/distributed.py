@@ -15,8 +15,7 @@ from monai.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from radiobject_adapter.data.datasets import LabelSource, Transform
-from radiobject_adapter.ml.datasets import VolumeCollectionDataset
-from radiobject_adapter.ml.factory import _config
+from radiobject_adapter.ml.factory import volume_loader
 
 __all__ = ["create_distributed_dataloader", "set_epoch"]
 
@@ -37,17 +36,13 @@ def create_distributed_dataloader(
     dropped); needs no initialised process group since ``rank`` and ``world_size`` are given."""
     if not 0 <= int(rank) < int(world_size):
         raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
-    ds = VolumeCollectionDataset(collections, _config(patch_size), labels=labels, transform=transform)
     # the sampler pads the ranks' shares to one length (as radiobject's); batches drop the tail
-    sampler = DistributedSampler(ds, num_replicas=int(world_size), rank=int(rank), shuffle=True, seed=seed)
-    return DataLoader(
-        ds,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        pin_memory=pin_memory and num_workers > 0,
-        drop_last=True,
-    )
+    return volume_loader(
+        collections, labels, transform, patch_size,
+        batch_size=batch_size, shuffle=True, num_workers=num_workers, pin_memory=pin_memory and num_workers > 0,
+        distributed=True, world_size=int(world_size), rank=int(rank), seed=seed, drop_last=True,
+        sampler_drop_last=False,
+    )  # fmt: skip
 
 
 def set_epoch(dataloader: DataLoader, epoch: int) -> None:

@@ -31,6 +31,23 @@ def _config(patch_size: Sequence[int] | None, patches_per_volume: int = 1) -> Da
     return DatasetConfig(loading_mode=mode, patch_size=patch_size or None, patches_per_volume=patches_per_volume)
 
 
+def volume_loader(
+    collections: Any,
+    labels: LabelSource,
+    transform: Transform,
+    patch_size: Sequence[int] | None,
+    patches_per_volume: int = 1,
+    **loader_options: Any,
+) -> DataLoader:
+    """The pair every radiobject factory builds: a :class:`VolumeCollectionDataset` of whole
+    volumes (or patches) and its loader (:func:`~radiobject_adapter.data.loaders.make_dataloader`
+    with ``loader_options``)."""
+    ds = VolumeCollectionDataset(
+        collections, _config(patch_size, patches_per_volume), labels=labels, transform=transform
+    )
+    return make_dataloader(ds, **loader_options)
+
+
 def create_training_dataloader(
     collections: Any,
     labels: LabelSource = None,
@@ -45,13 +62,12 @@ def create_training_dataloader(
 ) -> DataLoader:
     """Shuffled whole volumes (or random patches with ``patch_size``); drops the last
     incomplete batch. Extra keywords go to :func:`~radiobject_adapter.data.loaders.make_dataloader`."""
-    ds = VolumeCollectionDataset(
-        collections, _config(patch_size, patches_per_volume), labels=labels, transform=transform
-    )
     kwargs.setdefault("drop_last", True)
-    return make_dataloader(
-        ds, batch_size, True, num_workers, pin_memory and num_workers > 0, persistent_workers, **kwargs
-    )
+    return volume_loader(
+        collections, labels, transform, patch_size, patches_per_volume,
+        batch_size=batch_size, shuffle=True, num_workers=num_workers,
+        pin_memory=pin_memory and num_workers > 0, persistent_workers=persistent_workers, **kwargs,
+    )  # fmt: skip
 
 
 def create_validation_dataloader(
@@ -64,8 +80,10 @@ def create_validation_dataloader(
     transform: Transform = None,
 ) -> DataLoader:
     """Unshuffled, every item kept."""
-    ds = VolumeCollectionDataset(collections, _config(patch_size), labels=labels, transform=transform)
-    return make_dataloader(ds, batch_size, False, num_workers, pin_memory and num_workers > 0)
+    return volume_loader(
+        collections, labels, transform, patch_size,
+        batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin_memory and num_workers > 0,
+    )  # fmt: skip
 
 
 def create_inference_dataloader(

@@ -30,7 +30,38 @@ from radiobject_adapter.store.lease import WriterLease
 from radiobject_adapter.store.selection import SubjectSelection
 from radiobject_adapter.store.table import Table
 
-__all__ = ["RadiObject", "StoreNotFoundError", "is_store", "split_subjects"]
+__all__ = ["RadiObject", "StoreNotFoundError", "is_store", "split_subjects", "store_problem"]
+
+
+def store_problem(uri: str, ctx: tiledb.Ctx | None = None) -> str | None:
+    """``None`` when ``uri`` is a store (a TileDB group holding a ``collections`` group), else why not.
+
+    The one check behind :func:`is_store` and :class:`RadiObject`: a TileDB error (an
+    unreachable or failing object store) is retried as every read-side open is
+    (:func:`~radiobject_adapter.config.with_retries`), so a passing fault is not taken for
+    "no store".
+
+    Example:
+        >>> store_problem("ct_store") is None, store_problem("imagesTr/")
+        (True, "'imagesTr' is not a radiobundles store (no TileDB group with 'collections'); ...")
+    """
+    uri = str(uri).rstrip("/")
+    ctx = ctx or ctx_for_threads()
+
+    def kinds() -> tuple[str | None, str | None]:
+        kind = tiledb.object_type(uri, ctx=ctx)
+        return kind, tiledb.object_type(join_uri(uri, "collections"), ctx=ctx) if kind == "group" else None
+
+    try:
+        kind, collections_kind = with_retries(kinds)
+    except tiledb.TileDBError as err:
+        return f"cannot reach store {uri!r}: {err}"
+    if kind != "group" or collections_kind != "group":
+        return (
+            f"{uri!r} is not a radiobundles store (no TileDB group with 'collections'); "
+            "create one with `radiobundles ingest` or RadiObject.from_niftis"
+        )
+    return None
 
 
 def is_store(uri: str) -> bool:
@@ -38,20 +69,13 @@ def is_store(uri: str) -> bool:
 
     The one answer to "store or folder of files?" (bundles' ``dataset_dir``, MONAI Label's
     studies, paired image sources). A missing path, a plain folder or an unreachable URI is
-    not a store; :class:`RadiObject` says why when it is opened.
+    not a store; :func:`store_problem` says why.
 
     Example:
         >>> is_store("ct_store"), is_store("imagesTr/")
         (True, False)
     """
-    uri = str(uri).rstrip("/")
-    ctx = ctx_for_threads()
-    try:
-        if tiledb.object_type(uri, ctx=ctx) != "group":
-            return False
-        return tiledb.object_type(join_uri(uri, "collections"), ctx=ctx) == "group"
-    except tiledb.TileDBError:
-        return False
+    return store_problem(uri) is None
 
 
 def split_subjects(subject_ids: Iterable[str], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -104,19 +128,9 @@ class RadiObject(SubjectSelection):
         if "://" not in self.uri and not WriterLease(self.uri, tiledb.VFS(ctx=ctx)).others_alive():
             drop_torn_fragments(self.uri)  # a killed writer's empty metadata file would block opening
 
-        def kinds() -> tuple[str | None, str | None]:
-            kind = tiledb.object_type(self.uri, ctx=ctx)
-            return kind, tiledb.object_type(join_uri(self.uri, "collections"), ctx=ctx) if kind == "group" else None
-
-        try:
-            kind, collections_kind = with_retries(kinds)
-        except tiledb.TileDBError as err:
-            raise StoreNotFoundError(f"cannot reach store {self.uri!r}: {err}") from err
-        if kind != "group" or collections_kind != "group":
-            raise StoreNotFoundError(
-                f"{self.uri!r} is not a radiobundles store (no TileDB group with 'collections'); "
-                "create one with `radiobundles ingest` or RadiObject.from_niftis"
-            )
+        problem = store_problem(self.uri, ctx)
+        if problem is not None:
+            raise StoreNotFoundError(problem)
         self.format_version = read_format_version(self.metadata)
         self._collections: dict[str, VolumeCollection] = {}
 

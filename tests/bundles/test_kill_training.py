@@ -218,7 +218,13 @@ BEFORE_RENAME = {"after_return_of": "serialization.py:save"}
 
 @pytest.mark.slow
 def test_killed_training_leaves_loadable_checkpoints_and_resumes_to_the_end(fork_server, store, tmp_path) -> None:
-    """Short version (CI): four kill points, then the command line finishes the training."""
+    """Short version (CI): four kill points, then the command line finishes the training.
+
+    One of each kind of kill the twenty-point enumeration (``exhaustive``) draws from: inside a
+    checkpoint write with some of its tensors in the file, a whole checkpoint written aside and
+    not renamed (in the first epoch, and in the second with an older ``last.pt`` beside it),
+    and a delay from outside in a resumed run; then the command line's resume.
+    """
     loop = KillLoop(fork_server, store, tmp_path, max_epochs=3)
     # checkpoint files of an epoch, in order: best.pt (if Dice improved), last.pt, periodic_####.pt
     specs = [
@@ -253,7 +259,11 @@ def kill_specs(n: int, epoch_seconds: float, seed: int) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive  # make test-exhaustive; make test runs the short version above
 def test_twenty_training_kill_points_never_corrupt_a_checkpoint_or_the_store(fork_server, store, tmp_path) -> None:
+    """Twenty seeded kill points of the three kinds the short version runs in CI (inside a
+    checkpoint's tensors, between a checkpoint's temporary file and its rename, a delay from
+    outside), spread over more epochs and files."""
     # two uninterrupted epochs (into another output folder) set the scale of the delays
     probe = KillLoop(fork_server, store, tmp_path / "probe", max_epochs=2)
     ready = probe.root / "ready"

@@ -329,7 +329,15 @@ def kill_specs(n: int, per_save: tuple[float, int], seed: int) -> list[dict[str,
 
 @pytest.mark.slow
 def test_killed_label_saves_lose_nothing_and_a_rerun_saves_the_rest(fork_server, project, tmp_path) -> None:
-    """Short version (CI): eight kill points over nine saves, then a rerun."""
+    """Short version (CI): eight kill points over nine saves, then a rerun.
+
+    Each kind of kill the twenty-five-point enumeration (``exhaustive``) draws from: inside the
+    writes of a first save (a new label array unwritten, then registered with nothing after),
+    of a new version (its record without voxels, its voxels without their foreground index),
+    of the NIfTI file Slicer downloads next; a counted Python call; delays from outside. A label
+    save is also killed at chosen store writes (where a version becomes visible, where its row is
+    written, the last write) in CI by ``tests/radiobject_adapter/store/test_kill_points.py``.
+    """
     saves = round_robin({("case_002", "final"): 4, ("case_000", "final"): 3, ("case_003", "original"): 2})
     plan = make_plan(project, tmp_path / "uploads", saves)
     seconds, calls = calibrate(fork_server, project, plan, tmp_path)
@@ -353,7 +361,9 @@ def test_killed_label_saves_lose_nothing_and_a_rerun_saves_the_rest(fork_server,
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive  # make test-exhaustive; make test runs the short version above
 def test_twenty_five_label_save_kill_points_never_lose_or_tear_a_label(fork_server, project, tmp_path) -> None:
+    """Twenty-five kill points: every one of ``INSIDE_WRITES`` plus seeded delays and calls."""
     saves = round_robin(
         {
             ("case_002", "final"): 8,

@@ -171,6 +171,16 @@ def _kill_when(store: Path, proc: subprocess.Popen, n_entries: int, timeout: flo
 
 @pytest.mark.slow
 def test_killed_ingest_leaves_a_valid_store_and_rerun_completes_exactly_once(tmp_path: Path) -> None:
+    """Short version (CI): three kills, each a distinct phase of the write, then a rerun.
+
+    Ingest writes subject by subject, the image (CT) then its label (seg). The kills land while
+    the 1st volume folder is written (the store and its collections just created, nothing
+    registered yet), the 4th (a label volume, in a resumed run) and the 7th (an image volume, in
+    a run resumed twice). Every further kill is one more of the last two kinds (an image or a
+    label volume mid-write, in a resumed run);
+    ``test_twenty_kill_points_never_lose_or_corrupt_anything`` enumerates twenty of them
+    under the ``exhaustive`` mark (``make test-exhaustive``).
+    """
     ds = make_ct_dataset(str(tmp_path / "nifti"), n_subjects=6, shape_range=((40, 48), (40, 48), (30, 36)), seed=5)
     store = tmp_path / "store"
     killed = 0
@@ -183,7 +193,9 @@ def test_killed_ingest_leaves_a_valid_store_and_rerun_completes_exactly_once(tmp
         for name, files in (("CT", ds.images), ("seg", ds.labels)):
             if name not in radi.collection_names:
                 continue
-            for sid in radi.collection(name).subject_ids:  # every visible volume is complete
+            ids = radi.collection(name).subject_ids
+            assert len(set(ids)) == len(ids)  # never doubled
+            for sid in ids:  # every visible volume is complete
                 src = files[ds.subject_ids.index(sid)]
                 np.testing.assert_array_equal(
                     radi.collection(name)[sid].to_numpy(), np.asanyarray(nib.load(src).dataobj)
@@ -199,6 +211,7 @@ def test_killed_ingest_leaves_a_valid_store_and_rerun_completes_exactly_once(tmp
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive  # twenty kills of the two kinds the short version above runs in CI (make test-exhaustive)
 def test_twenty_kill_points_never_lose_or_corrupt_anything(tmp_path: Path) -> None:
     ds = make_ct_dataset(str(tmp_path / "nifti"), n_subjects=12, shape_range=((40, 48), (40, 48), (30, 36)), seed=8)
     store = tmp_path / "store"
@@ -233,3 +246,23 @@ def test_default_isotropic_tiles_are_32_for_images_and_64_for_one_byte_labels(tm
     assert image.tile_shape == (32, 32, 32)
     assert label.tile_shape == (64, 64, 64)
     np.testing.assert_array_equal(label.to_numpy(), np.asanyarray(nib.load(ds.labels[0]).dataobj))
+
+
+def test_a_header_whose_voxel_sizes_disagree_with_its_affine_is_corrected_as_monai_does(tmp_path: Path) -> None:
+    from monai.data.utils import correct_nifti_header_if_necessary
+
+    from radiobject_adapter.io.nifti import load_nifti
+
+    affine = np.diag([0.8, 0.9, 2.5, 1.0])
+    img = nib.Nifti1Image(np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6), affine)
+    img.header.set_zooms((1.0, 1.0, 1.0))  # what a careless writer leaves: pixdim not the affine's
+    path = str(tmp_path / "bad_pixdim.nii.gz")
+    nib.save(img, path)
+    expected = correct_nifti_header_if_necessary(nib.load(path))
+    loaded = load_nifti(path)
+    assert not np.allclose(expected.affine, nib.load(path).affine)  # MONAI did correct this file
+    np.testing.assert_allclose(loaded.header.get_zooms(), expected.header.get_zooms())
+    np.testing.assert_allclose(loaded.affine, expected.affine)
+    # a file that is already consistent comes back as it was
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.int16), affine), tmp_path / "good.nii.gz")
+    np.testing.assert_allclose(load_nifti(str(tmp_path / "good.nii.gz")).affine, affine, rtol=1e-6)
