@@ -139,3 +139,16 @@ def test_training_clicks_start_empty_and_come_one_at_a_time_on_the_largest_miss(
     assert len(json.loads(d["guidance"]["structure_2"])) == 1
     d = click({**d, "pred": np.zeros_like(label), "probability": 0.0})  # Interaction's last rounds click less
     assert len(json.loads(d["guidance"]["structure_2"])) == 1
+
+
+def test_the_fast_argmax_gives_asdiscreteds_labels_and_keeps_the_metadata(scripts):
+    from monai.data import MetaTensor
+    from monai.transforms import AsDiscreted
+
+    torch.manual_seed(0)
+    x = MetaTensor(torch.rand(3, 9, 8, 7), affine=torch.diag(torch.tensor([2.0, 2.0, 3.0, 1.0])))
+    x[:, 0, 0, 0] = 0.5  # a tie: the first maximum wins, as in argmax
+    fast = scripts.transforms.ArgmaxLabeld("pred")({"pred": x})["pred"]
+    slow = AsDiscreted("pred", argmax=True)({"pred": x})["pred"]
+    assert torch.equal(fast.as_tensor(), slow.as_tensor()) and fast.dtype == slow.dtype
+    assert torch.equal(fast.affine, x.affine) and isinstance(scripts.transforms.ArgmaxLabeld("pred"), AsDiscreted)
