@@ -7,7 +7,8 @@ ground truth: the largest connected error region, its voxel farthest from the re
 :class:`ClickEvaluation` runs the network with 0, 1, 2, ... such clicks per volume (all on the
 network's grid, i.e. after resizing) and writes Dice per label and click count to
 ``dice_vs_clicks.csv``, the means to ``dice_vs_clicks_summary.csv`` and the curve to
-``dice_vs_clicks.png``.
+``dice_vs_clicks.png``. Training clicks the same way: :class:`NoClicksd` starts an item with no
+clicks, :class:`AddAnnotatorClickd` adds one per round of MONAI's ``Interaction``.
 
 Example:
     >>> evaluation = ClickEvaluation(network, dataset, {"background": 0, "structure_1": 1}, "eval")
