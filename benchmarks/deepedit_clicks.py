@@ -4,8 +4,8 @@
    a bright structure and one only ``--faint-hu`` above the tissue, which an automatic pass
    misses), trains a copy of the ``ct_deepedit_3d`` bundle on it (``train.json``; ``--small``:
    the tests' small network and grid) and runs ``evaluate.json``: Dice per label after 0, 1, 5
-   and 10 simulated clicks on the held-out volumes, printed as a table (and the bundle's CSV and
-   PNG under ``<workdir>/bundles/ct_deepedit_3d/eval/``).
+   and 10 simulated clicks on ``--heldout`` new volumes (another seed), printed as a table (and the
+   bundle's CSV and PNG under ``<workdir>/bundles/ct_deepedit_3d/eval/``).
 2. **Click round trip.** Starts the MONAI Label server (``python -m monailabel.main start_server
    --app monailabel_app ... --conf models ct_deepedit_3d``, the repository bundle as it is: the
    default network and grid) over a store with one ``--volume`` CT (default 128x128x96), and posts
@@ -42,7 +42,12 @@ import requests
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE_NAME = "ct_deepedit_3d"
 BUNDLE = os.path.join(REPO, "bundles", BUNDLE_NAME)
-SMALL = {"spatial_size": [24, 24, 16], "network_def#channels": [8, 16, 32], "network_def#strides": [2, 2]}
+SMALL = {
+    "spatial_size": [24, 24, 16],
+    "network_def#channels": [8, 16, 32],
+    "network_def#strides": [2, 2],
+    "guidance_sigma": 1,  # the click blob scaled with the grid (3 voxels at 96 x 96 x 64)
+}
 
 __all__ = ["click_round_trip", "dice_vs_clicks"]
 
@@ -73,11 +78,16 @@ def _run_bundle(args: list[str], cwd: str) -> tuple[float, float]:
     return time.perf_counter() - t0, cpu
 
 
-def dice_vs_clicks(workdir: str, n_subjects: int, shape: tuple[int, ...], epochs: int, small: bool, faint_hu: float):
-    """Train a copy of the bundle on synthetic data and evaluate it; returns ``{(label, clicks): Dice}`` and costs."""
+def dice_vs_clicks(
+    workdir: str, n_subjects: int, shape: tuple[int, ...], epochs: int, small: bool, faint_hu: float, heldout: int
+):
+    """Train a copy of the bundle on synthetic data, evaluate it on ``heldout`` new volumes; returns
+    ``{(label, clicks): Dice}`` and costs."""
     _, make_click_dataset = _bundle_scripts()
     data = os.path.join(workdir, "data")
     make_click_dataset(data, n_subjects=n_subjects, shape=shape, faint_hu=faint_hu)
+    held = os.path.join(workdir, "heldout")
+    make_click_dataset(held, n_subjects=heldout, shape=shape, faint_hu=faint_hu, seed=5, prefix="held")
     copy = os.path.join(workdir, "bundles", BUNDLE_NAME)
     shutil.copytree(BUNDLE, copy, ignore=shutil.ignore_patterns("eval", "runs", "*.pt", "*.ts", "__pycache__"))
     extra = ["--num_workers", "0"]
@@ -87,7 +97,7 @@ def dice_vs_clicks(workdir: str, n_subjects: int, shape: tuple[int, ...], epochs
     train = _run_bundle(["run", "--config_file", "configs/train.json", "--dataset_dir", data, "--max_epochs",
                          str(epochs), "--val_interval", str(epochs), *lr, *extra], copy)  # fmt: skip
     evaluate = _run_bundle(["run", "--config_file", "['configs/train.json','configs/evaluate.json']", "--dataset_dir",
-                            data, *extra], copy)  # fmt: skip
+                            held, "--validate#datalist#split", "all", *extra], copy)  # fmt: skip
     with open(os.path.join(copy, "eval", "dice_vs_clicks_summary.csv")) as fh:
         summary = {(r["label"], int(r["clicks"])): float(r["mean_dice"]) for r in csv.DictReader(fh)}
     return summary, {"train": train, "evaluate": evaluate}
@@ -176,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subjects", type=int, default=10)
     parser.add_argument("--shape", default="24,24,16", help="training volume shape, e.g. 40,40,32")
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--heldout", type=int, default=10, help="new volumes (another seed) the evaluation uses")
     parser.add_argument("--small", action="store_true", help="the tests' small network and 24x24x16 grid")
     parser.add_argument(
         "--faint-hu", type=float, default=0.0, help="contrast of the structure the automatic pass misses"
@@ -190,7 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"workdir {workdir}; load average {os.getloadavg()}")
     if not args.skip_dice:
         shape = tuple(int(v) for v in args.shape.split(","))
-        summary, costs = dice_vs_clicks(workdir, args.subjects, shape, args.epochs, args.small, args.faint_hu)
+        summary, costs = dice_vs_clicks(
+            workdir, args.subjects, shape, args.epochs, args.small, args.faint_hu, args.heldout
+        )
         counts = sorted({n for _, n in summary})
         print("\n| label | " + " | ".join(f"{n} clicks" for n in counts) + " |")
         print("|---" * (len(counts) + 1) + "|")

@@ -119,3 +119,36 @@ def test_the_faint_structure_is_there_but_barely_brighter(scripts):
     tissue = image[(label == 0) & (image > -500)].mean()
     assert abs(image[label == 2].mean() - tissue) < 10  # invisible: as dark as the tissue around it
     assert image[label == 1].mean() - tissue > 200  # the bright structure an automatic pass finds
+
+
+def test_training_clicks_start_empty_and_come_one_at_a_time_on_the_largest_miss(scripts):
+    """What the network sees in training is what an annotator does: no clicks, then one per round."""
+    names = {"background": 0, "structure_1": 1, "structure_2": 2}
+    label = np.zeros((1, 20, 20, 20), np.float32)
+    label[0, 2:5, 2:5, 2:5] = 1
+    label[0, 8:17, 8:17, 8:17] = 2  # the largest miss
+    d = scripts.clicks.NoClicksd()({"label": label, "label_names": names})
+    assert d["guidance"] == {"background": "[]", "structure_1": "[]", "structure_2": "[]"}  # JSON: survives collation
+    click = scripts.clicks.AddAnnotatorClickd()
+    click.set_random_state(0)
+    d = click({**d, "pred": np.zeros_like(label), "probability": 1.0})
+    assert json.loads(d["guidance"]["background"]) == json.loads(d["guidance"]["structure_1"]) == []
+    (point,) = json.loads(d["guidance"]["structure_2"])
+    assert all(8 <= c <= 16 for c in point)  # drawn inside the missed structure
+    d = click({**d, "pred": label.copy(), "probability": 1.0})  # nothing wrong: no click
+    assert len(json.loads(d["guidance"]["structure_2"])) == 1
+    d = click({**d, "pred": np.zeros_like(label), "probability": 0.0})  # Interaction's last rounds click less
+    assert len(json.loads(d["guidance"]["structure_2"])) == 1
+
+
+def test_the_fast_argmax_gives_asdiscreteds_labels_and_keeps_the_metadata(scripts):
+    from monai.data import MetaTensor
+    from monai.transforms import AsDiscreted
+
+    torch.manual_seed(0)
+    x = MetaTensor(torch.rand(3, 9, 8, 7), affine=torch.diag(torch.tensor([2.0, 2.0, 3.0, 1.0])))
+    x[:, 0, 0, 0] = 0.5  # a tie: the first maximum wins, as in argmax
+    fast = scripts.transforms.ArgmaxLabeld("pred")({"pred": x})["pred"]
+    slow = AsDiscreted("pred", argmax=True)({"pred": x})["pred"]
+    assert torch.equal(fast.as_tensor(), slow.as_tensor()) and fast.dtype == slow.dtype
+    assert torch.equal(fast.affine, x.affine) and isinstance(scripts.transforms.ArgmaxLabeld("pred"), AsDiscreted)

@@ -276,3 +276,50 @@ def test_paired_latent_diffusion_2d_trains_and_generates_from_its_folder_alone(e
     )
     assert len(list((bundle / "eval" / "generated").glob("*.tif"))) == 4
     assert len(list((bundle / "eval" / "store" / "generated").glob("*.tif"))) == 4
+
+
+DEEPEDIT_TINY = {
+    "spatial_size": [24, 24, 16],
+    "network_def#channels": [8, 16, 32],
+    "network_def#strides": [2, 2],
+    "guidance_sigma": 1,
+    "num_workers": 0,
+    "device": "cpu",
+}
+
+
+def test_ct_deepedit_3d_trains_evaluates_and_infers_with_clicks_from_its_folder_alone(envs, tmp_path) -> None:
+    name = "ct_deepedit_3d"
+    test_pins_the_zoo_derives_are_what_the_clean_environment_holds(name)  # its metadata declares what it needs
+    env = envs(name)
+    assert not _importable(env, "monailabel")
+    bundle = _copy_bundle(name, tmp_path)
+    sys.path.insert(0, str(BUNDLES / name))
+    try:
+        from scripts.synthetic import make_click_dataset  # data for the user, made with the bundle's helper
+    finally:
+        sys.path.remove(str(BUNDLES / name))
+        for k in [k for k in sys.modules if k == "scripts" or k.startswith("scripts.")]:
+            del sys.modules[k]
+    from radiobject_adapter import ingest_niftis
+
+    nifti = str(tmp_path / "nifti")
+    ids = make_click_dataset(nifti, n_subjects=4, shape=(24, 24, 16), faint_hu=0, seed=4)
+    store = str(tmp_path / "store")
+    assert ingest_niftis(store, {"CT": f"{nifti}/imagesTr", "seg": f"{nifti}/labelsTr"}, progress=False).ok
+    # one simulated click round per step keeps the run tiny; validation clicks as in training
+    tiny = {**DEEPEDIT_TINY, "max_epochs": 1, "max_interactions": 2, "val_fraction": 0.5}
+    _run(env, bundle, "train(store)", ["configs/train.json"], dataset_dir=store, **tiny)
+    assert (bundle / "models" / "model.pt").is_file()
+    _run(env, bundle, "evaluate(store)", ["configs/train.json", "configs/evaluate.json"], dataset_dir=store, **tiny)
+    assert (bundle / "eval" / "dice_vs_clicks_summary.csv").is_file() and (
+        bundle / "eval" / "dice_vs_clicks.png"
+    ).is_file()
+    # clicks as MONAI Label passes them: each label's points under its name, for one subject
+    clicks = {ids[0]: {"structure_2": [[12, 12, 8]], "background": [[2, 2, 2]]}}
+    _run(env, bundle, "inference(store)", ["configs/inference.json"], dataset_dir=store, clicks=clicks, **DEEPEDIT_TINY)
+    _run(env, bundle, "inference(nifti)", ["configs/inference.json"], dataset_dir=nifti, output_dir="eval/nifti",
+         clicks=clicks, **DEEPEDIT_TINY)  # fmt: skip
+    assert len(list((bundle / "eval" / "nifti").glob("*_seg.nii.gz"))) == 4
+    _run(env, bundle, "train(nifti)", ["configs/train.json"], dataset_dir=nifti, ckpt_dir="models_nifti", **tiny)
+    assert (bundle / "models_nifti" / "model.pt").is_file()

@@ -7,7 +7,8 @@ ground truth: the largest connected error region, its voxel farthest from the re
 :class:`ClickEvaluation` runs the network with 0, 1, 2, ... such clicks per volume (all on the
 network's grid, i.e. after resizing) and writes Dice per label and click count to
 ``dice_vs_clicks.csv``, the means to ``dice_vs_clicks_summary.csv`` and the curve to
-``dice_vs_clicks.png``.
+``dice_vs_clicks.png``. Training clicks the same way: :class:`NoClicksd` starts an item with no
+clicks, :class:`AddAnnotatorClickd` adds one per round of MONAI's ``Interaction``.
 
 Example:
     >>> evaluation = ClickEvaluation(network, dataset, {"background": 0, "structure_1": 1}, "eval")
@@ -18,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,23 +27,36 @@ from typing import Any
 import numpy as np
 import torch
 from monai.apps.deepedit.transforms import AddGuidanceSignalDeepEditd
+from monai.transforms import Randomizable, Transform
 from scipy import ndimage
 from tqdm import tqdm
 
-__all__ = ["ClickEvaluation", "dice_per_label", "next_click", "predict_with_clicks"]
+__all__ = [
+    "AddAnnotatorClickd",
+    "ClickEvaluation",
+    "NoClicksd",
+    "dice_per_label",
+    "next_click",
+    "predict_with_clicks",
+]
 
 CSV_NAME = "dice_vs_clicks.csv"
 SUMMARY_NAME = "dice_vs_clicks_summary.csv"
 PNG_NAME = "dice_vs_clicks.png"
 
 
-def next_click(label: np.ndarray, pred: np.ndarray, label_names: Mapping[str, int]) -> tuple[str, list[int]] | None:
+def next_click(
+    label: np.ndarray, pred: np.ndarray, label_names: Mapping[str, int], rng: np.random.RandomState | None = None
+) -> tuple[str, list[int]] | None:
     """The click an annotator makes next: ``(label name, [i, j, k])``, or ``None`` when nothing is wrong.
 
     Args:
         label: ground-truth class map ``(X, Y, Z)``.
         pred: predicted class map of the same shape.
         label_names: ``{name: class value}`` (``background`` is 0).
+        rng: draw the point inside the region instead (weight ``exp(depth) - 1``, as MONAI's
+            ``AddRandomGuidanceDeepEditd`` does: mostly deep inside, sometimes nearer its border);
+            training uses this so that the network does not learn one exact click position.
     """
     errors = np.asarray(label) != np.asarray(pred)
     if not errors.any():
@@ -51,10 +66,71 @@ def next_click(label: np.ndarray, pred: np.ndarray, label_names: Mapping[str, in
     largest = np.pad(regions == int(np.argmax(sizes)) + 1, 1)
     # farthest from the region's border (padding: the volume's edge counts as a border too)
     depth = ndimage.distance_transform_edt(largest)[1:-1, 1:-1, 1:-1]
-    point = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    if rng is None:
+        flat = int(np.argmax(depth))
+    else:
+        weight = np.expm1(depth.ravel())
+        flat = int(rng.choice(weight.size, p=weight / weight.sum()))
+    point = np.unravel_index(flat, depth.shape)
     value = int(np.asarray(label)[point])
     names = {v: k for k, v in label_names.items()}
     return names.get(value, "background"), [int(c) for c in point]
+
+
+class NoClicksd(Transform):
+    """Start a training item with no clicks: ``d[guidance] = {name: "[]"}`` in ``d["label_names"]`` order.
+
+    MONAI's ``AddInitialSeedPointMissingLabelsd`` instead starts every interactive item with one
+    click on *every* label, background included; an annotator never works like that (the first
+    click comes after the automatic pass, on what it got wrong), and a network that has only seen
+    complete sets of clicks learns that a label without a click is unreliable: a click on one
+    structure then lowered the other's Dice. Points are JSON text, as MONAI's seed transform
+    stores them, so that they survive the batch collation of MONAI's ``Interaction``.
+    """
+
+    def __init__(self, guidance: str = "guidance") -> None:
+        self.guidance = guidance
+
+    def __call__(self, data: Mapping[Any, Any]) -> dict[Any, Any]:
+        d = dict(data)
+        d[self.guidance] = {name: "[]" for name in d["label_names"]}
+        return d
+
+
+class AddAnnotatorClickd(Randomizable, Transform):
+    """Add the simulated annotator's next click (:func:`next_click`) to ``d[guidance]`` (training).
+
+    The replacement of MONAI's ``FindDiscrepancyRegionsDeepEditd`` + ``AddRandomGuidanceDeepEditd``
+    in ``click_transforms`` of MONAI's ``Interaction``: one click per interaction, on the largest
+    wrong region of the current prediction, as the class that region should have, the way
+    :class:`ClickEvaluation` (and an annotator) clicks. MONAI's transforms click every wrong label
+    at once and then keep a random subset of labels' clicks, so the network never learned what
+    one click on one label should (and should not) change. ``d[probability]`` (set by
+    ``Interaction``: ``1 - j / max_interactions`` in training) is the chance that this
+    interaction clicks at all, so the number of clicks seen in training varies.
+
+    Expects ``d["label"]`` (``(1, X, Y, Z)`` class values), ``d[pred]`` (``(1, X, Y, Z)`` after
+    ``AsDiscreted(argmax=True)``), ``d["label_names"]`` and ``d[guidance]`` (from :class:`NoClicksd`).
+    """
+
+    def __init__(self, guidance: str = "guidance", pred: str = "pred", probability: str = "probability") -> None:
+        self.guidance, self.pred, self.probability = guidance, pred, probability
+
+    def __call__(self, data: Mapping[Any, Any]) -> dict[Any, Any]:
+        d = dict(data)
+        if self.R.random_sample() >= float(d.get(self.probability, 1.0)):
+            return d
+        names = {k: int(v) for k, v in d["label_names"].items()}
+        truth = np.asarray(d["label"])[0].astype(np.int64)
+        pred = np.asarray(d[self.pred])[0].astype(np.int64)
+        click = next_click(truth, pred, names, rng=self.R)
+        if click is not None:
+            guidance = dict(d[self.guidance])
+            points = guidance.get(click[0], "[]")
+            points = json.loads(points) if isinstance(points, str) else [list(p) for p in points]
+            guidance[click[0]] = json.dumps([*points, click[1]])
+            d[self.guidance] = guidance
+        return d
 
 
 def dice_per_label(label: np.ndarray, pred: np.ndarray, label_names: Mapping[str, int]) -> dict[str, float]:

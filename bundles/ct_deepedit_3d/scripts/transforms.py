@@ -20,9 +20,12 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from monai.transforms import Transform
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import AsDiscreted, Transform
 
-__all__ = ["AttachLabelNamesd", "ParseClicksd", "label_names_for", "with_clicks"]
+__all__ = ["ArgmaxLabeld", "AttachLabelNamesd", "ParseClicksd", "label_names_for", "with_clicks"]
 
 
 def label_names_for(class_names: Sequence[str]) -> dict[str, int]:
@@ -124,3 +127,34 @@ def with_clicks(datalist: Sequence[Mapping[str, Any]], clicks: Mapping[str, Any]
     if unknown:
         raise ValueError(f"clicks for subjects {unknown} not in the datalist ({len(known)} subjects)")
     return [{**it, **dict(clicks.get(str(it.get("subject_id")), {}))} for it in datalist]
+
+
+class ArgmaxLabeld(AsDiscreted):
+    """``AsDiscreted(keys, argmax=True)`` with the same labels, a few times cheaper on CPU.
+
+    ``torch.argmax`` over the channel axis of a ``(C, X, Y, Z)`` volume reduces over the outermost,
+    strided axis; ``Tensor.max(dim).indices`` gives the same indices (the first maximum on ties).
+    On the server's click round trip (128 x 128 x 96, three classes) ``AsDiscreted`` took 1.6 to
+    1.8 s of the 8.5 s wall at load 12. A subclass of ``AsDiscreted`` so that MONAI Label's
+    scoring, which drops ``AsDiscreted`` from a bundle's postprocessing by type, drops it too.
+
+    Example:
+        >>> ArgmaxLabeld("pred")({"pred": torch.tensor([[[0.1, 0.7]], [[0.9, 0.2]]])})["pred"].tolist()
+        [[[1.0, 0.0]]]
+    """
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, argmax=True, allow_missing_keys=allow_missing_keys)
+
+    def __call__(self, data: Mapping[Any, Any]) -> dict[Any, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            x = d[key]
+            raw = x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
+            labels = raw.max(dim=0, keepdim=True).indices.to(torch.float32)
+            d[key] = (
+                MetaTensor(labels, meta=x.meta, applied_operations=x.applied_operations)
+                if isinstance(x, MetaTensor)
+                else labels
+            )
+        return d
