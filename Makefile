@@ -54,7 +54,8 @@ test: lint
 test-fast: install
 	$(VENV)/bin/pytest -m "not slow and not integration and not exhaustive"
 
-# every kill point of every store writer (issue 13's enumeration; about 600 forked runs)
+# every kill point of every store writer (issue 13's enumeration; about 600 forked runs), and the
+# twenty-point kill loops of ingest, training and label saves (make test runs their short versions)
 test-exhaustive: install
 	$(VENV)/bin/pytest -m exhaustive -s
 

@@ -104,6 +104,7 @@ class S3Server:
         self.port: int | None = None
         self.log_path: str | None = None
         self.startup_seconds: float | None = None
+        self.start_attempts = 0  # server processes started (another only when a free port was taken)
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
 
@@ -192,6 +193,7 @@ class S3Server:
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         last_error: Exception | None = None
         for _attempt in range(3):  # a free port can be taken between probe and bind
+            self.start_attempts += 1
             self.port = _free_port()
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.port)],

@@ -162,6 +162,7 @@ def test_ingest_into_a_read_only_store_says_so_and_changes_nothing(tmp_path: Pat
     assert RadiObject(str(store)).CT.subject_ids == ["case_000"]
 
 
+@pytest.mark.integration  # starts the loopback S3 server (moto)
 def test_ingest_into_a_missing_bucket_names_the_endpoint_and_credentials(s3_session, tmp_path: Path) -> None:
     ds = _small_nifti(tmp_path)
     env = {**os.environ, **s3_session.process_env, "TQDM_DISABLE": "1"}
@@ -174,6 +175,7 @@ def test_ingest_into_a_missing_bucket_names_the_endpoint_and_credentials(s3_sess
     assert "AWS_ENDPOINT_URL_S3" in line and "AWS_ACCESS_KEY_ID" in line
 
 
+@pytest.mark.integration  # starts the loopback S3 server (moto)
 def test_ingest_into_s3_without_an_endpoint_says_to_set_one(s3_session, tmp_path: Path) -> None:
     ds = _small_nifti(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_ENDPOINT_URL", "RADIOBUNDLES_S3_"))}
