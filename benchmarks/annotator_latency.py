@@ -26,7 +26,11 @@ trainings, run at the same time)::
 
     PYTHONPATH=$PWD .venv/bin/python -m benchmarks.annotator_latency --rounds 2 --dice --levers
 
-``--variants after coarse=/path/to/bundles`` compares other bundle folders (``NAME=FOLDER``).
+``--variants after coarse=/path/to/bundles`` compares other bundle folders (``NAME=FOLDER``), e.g. the
+Model Zoo's coarser working spacing written by :mod:`benchmarks.annotator_spacing`::
+
+    python -m benchmarks.annotator_spacing --pixdim 1.5 --dest /tmp/sp15
+    python -m benchmarks.annotator_latency --variants after sp15=/tmp/sp15/bundles --rounds 1 --repeats 1
 """
 
 from __future__ import annotations
