@@ -127,9 +127,11 @@ def run_levers(
     rounds: int = 1,
     shapes: dict[str, tuple[int, ...]] | None = None,
     threads: int = 1,
+    only: list[str] | None = None,
 ) -> str:
     """Time every lever of :data:`LEVERS` on every shape; returns the printed table.
 
+    ``only``: time just the levers whose name contains one of these strings (the base always).
     ``threads``: torch threads of every lever but the "2 torch threads" ones. One by default: on
     a machine busier than its cores, more OpenMP threads than free cores spin-wait, and CPU
     seconds then measure the spinning rather than the work (7x the CPU at load 28 here).
@@ -137,9 +139,10 @@ def run_levers(
     torch.set_num_threads(threads)
     bundles = {"before": before or after, "after": after}
     shapes = shapes or SHAPES
+    levers = [k for k in LEVERS if not only or k.startswith("base:") or any(o in k for o in only)]
     times: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for rnd in range(rounds):
-        jobs = [(lever, s) for lever in LEVERS for s in shapes if (lever, s) not in SKIP]
+        jobs = [(lever, s) for lever in levers for s in shapes if (lever, s) not in SKIP]
         random.Random(rnd).shuffle(jobs)
         for lever, s in jobs:
             times.setdefault((lever, s), []).append(_time_one(bundles, lever, shapes[s]))
@@ -151,7 +154,7 @@ def run_levers(
     )
     lines = [f"load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}, torch threads {torch.get_num_threads()}"]
     lines += [head, "-" * len(head)]
-    for lever in LEVERS:
+    for lever in levers:
         cells = ""
         for s in shapes:
             if (lever, s) in SKIP:
@@ -204,6 +207,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (see run_levers)")
     parser.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--only", nargs="*", default=None, help="levers whose name contains one of these")
     args = parser.parse_args()
     if args.argmax:
         torch.set_num_threads(args.threads)
@@ -211,7 +215,8 @@ def main() -> int:
         return 0
     if not args.after:
         parser.error("--after is required (or --argmax)")
-    print(run_levers(args.before, args.after, args.rounds, {s: SHAPES[s] for s in args.shapes}, args.threads))
+    shapes = {s: SHAPES[s] for s in args.shapes}
+    print(run_levers(args.before, args.after, args.rounds, shapes, args.threads, args.only))
     return 0
 
 

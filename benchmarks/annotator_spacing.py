@@ -28,9 +28,12 @@ import argparse
 import json
 import os
 import shutil
+from collections.abc import Hashable, Mapping
 from typing import Any
 
-__all__ = ["write_spacing_variant"]
+from monai.transforms import Spacingd
+
+__all__ = ["ServerSpacingd", "write_spacing_variant"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE = "ct_segmentation_3d"
@@ -47,8 +50,30 @@ def _dump(cfg: str, name: str, data: dict[str, Any]) -> None:
         fh.write("\n")
 
 
+class ServerSpacingd(Spacingd):
+    """``Spacingd`` that also runs inside MONAI Label's infer task.
+
+    MONAI 1.6.1's ``Spacingd`` updates every ``<key>_*`` item of a NIfTI's data as a metadata
+    dict; MONAI Label 0.8.5 adds ``image_path`` (a string) to the data, so ``/infer`` failed with
+    ``AttributeError: 'str' object has no attribute 'update'``. Non-dict ``<key>_*`` items are set
+    aside during the call and put back after it.
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any], lazy: bool | None = None) -> dict[Hashable, Any]:
+        d = dict(data)
+        hidden = {
+            k: d.pop(k)
+            for k in list(d)
+            if isinstance(k, str) and any(k.startswith(f"{key}_") for key in self.keys) and not isinstance(d[k], dict)
+        }
+        out = super().__call__(d, lazy=lazy)
+        out.update(hidden)
+        return out
+
+
 def _spacing(keys: list[str], modes: list[str]) -> dict[str, Any]:
-    return {"_target_": "Spacingd", "keys": keys, "pixdim": "@working_spacing", "mode": modes}
+    target = "benchmarks.annotator_spacing.ServerSpacingd"
+    return {"_target_": target, "keys": keys, "pixdim": "@working_spacing", "mode": modes}
 
 
 def _invert(transform: str) -> dict[str, Any]:

@@ -40,7 +40,9 @@ def test_spacing_variant_infers_on_working_grid_and_returns_labels_on_input_grid
     post = [t for t in parser.get_parsed_content("postprocessing").transforms if not isinstance(t, SaveImaged)]
     network = parser.get_parsed_content("network_def").eval()
 
-    data = pre({"image": image})
+    # MONAI Label's infer task adds the image path as a string beside the image
+    data = pre({"image": image, "image_path": image})
+    assert data["image_path"] == image
     working = tuple(data["image"].shape[1:])
     np.testing.assert_allclose(data["image"].pixdim, [1.5, 1.5, 1.5])
     assert working != shape  # the network saw the resampled grid
