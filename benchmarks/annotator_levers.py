@@ -62,6 +62,7 @@ def _build(bundle: str, net: dict[str, Any] | None = None) -> tuple[torch.nn.Mod
 LEVERS: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
     "base: default 0.1.3 (UNet 16-256, window 96, overlap 0.25, sw_batch 4)": ("after", {}, {}, ""),
     "base + overlap 0.5 (0.1.1)": ("after", {}, {"sw_overlap": 0.5}, ""),
+    "base + overlap 0 (18 windows instead of 32 at 256x256x160)": ("after", {}, {"sw_overlap": 0.0}, ""),
     "base + sw_batch 1": ("after", {}, {"sw_batch_size": 1}, ""),
     "base + sw_batch 8": ("after", {}, {"sw_batch_size": 8}, ""),
     "base + window 128x128x160, overlap 0": ("after", {}, {"patch_size": [128, 128, 160], "sw_overlap": 0.0}, ""),
