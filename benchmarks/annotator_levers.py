@@ -60,7 +60,7 @@ def _build(bundle: str, net: dict[str, Any] | None = None) -> tuple[torch.nn.Mod
 # name -> (base bundle, network overrides, inferer overrides, setups); setups: comma-separated wraps of
 # the network / call ("threads2", "channels_last", "torchscript", "bf16", "spacing1.5", "spacing2.0")
 LEVERS: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
-    "base: default 0.1.3 (UNet 16-256, window 96, overlap 0.25, sw_batch 4)": ("after", {}, {}, ""),
+    "base: default 0.1.4 (UNet 16-256, window 96, overlap 0.25, sw_batch 4)": ("after", {}, {}, ""),
     "base + overlap 0.5 (0.1.1)": ("after", {}, {"sw_overlap": 0.5}, ""),
     "base + overlap 0 (18 windows instead of 32 at 256x256x160)": ("after", {}, {"sw_overlap": 0.0}, ""),
     "base + sw_batch 1": ("after", {}, {"sw_batch_size": 1}, ""),
