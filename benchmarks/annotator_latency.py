@@ -26,7 +26,11 @@ trainings, run at the same time)::
 
     PYTHONPATH=$PWD .venv/bin/python -m benchmarks.annotator_latency --rounds 2 --dice --levers
 
-``--variants after coarse=/path/to/bundles`` compares other bundle folders (``NAME=FOLDER``).
+``--variants after coarse=/path/to/bundles`` compares other bundle folders (``NAME=FOLDER``), e.g. the
+Model Zoo's coarser working spacing written by :mod:`benchmarks.annotator_spacing`::
+
+    python -m benchmarks.annotator_spacing --pixdim 1.5 --dest /tmp/sp15
+    python -m benchmarks.annotator_latency --variants after sp15=/tmp/sp15/bundles --rounds 1 --repeats 1
 """
 
 from __future__ import annotations
@@ -142,7 +146,7 @@ class _Server:
         while self.ps.children(recursive=True) and time.monotonic() < deadline:
             time.sleep(0.5)
 
-    def infer(self, image: str) -> tuple[float, float, int]:
+    def infer(self, image: str, shape: tuple[int, ...]) -> tuple[float, float, int]:
         cpu0, t0 = _cpu(self.ps), time.perf_counter()
         r = requests.post(
             f"{self.url}/infer/{BUNDLE}",
@@ -153,6 +157,7 @@ class _Server:
         wall = time.perf_counter() - t0
         if r.status_code != 200:
             raise RuntimeError(f"/infer of {image}: {r.status_code} {r.text[:500]}")
+        _check_grid(r.content, shape, image)
         return wall, _cpu(self.ps) - cpu0, len(r.content)
 
     def stop(self) -> None:
@@ -166,6 +171,14 @@ class _Server:
         self.log.close()
 
 
+def _check_grid(nrrd: bytes, shape: tuple[int, ...], image: str) -> None:
+    """The label map must come back on the image's grid (3D Slicer overlays it voxel by voxel)."""
+    header = nrrd.split(b"\n\n", 1)[0].decode("latin-1")
+    sizes = next((line.split(":", 1)[1].split() for line in header.splitlines() if line.startswith("sizes:")), None)
+    if sizes is None or tuple(int(v) for v in sizes[-3:]) != tuple(shape):
+        raise RuntimeError(f"/infer of {image}: label sizes {sizes} are not the image's {list(shape)}")
+
+
 def measure_server(store: str, ids: dict[str, str], bundles: str, workdir: str, repeats: int) -> dict[str, Any]:
     """One server start and its infer timings for one variant."""
     server = _Server(store, bundles, workdir)
@@ -174,7 +187,7 @@ def measure_server(store: str, ids: dict[str, str], bundles: str, workdir: str, 
         server.wait_children()
         out: dict[str, Any] = {"start_wall": start_wall, "start_cpu": start_cpu}
         for name in SHAPES:
-            calls = [server.infer(ids[name]) for _ in range(repeats + 1)]
+            calls = [server.infer(ids[name], SHAPES[name]) for _ in range(repeats + 1)]
             out[f"{name}_first_wall"], out[f"{name}_first_cpu"] = calls[0][:2]
             out[f"{name}_wall"] = statistics.median(c[0] for c in calls[1:])
             out[f"{name}_cpu"] = statistics.median(c[1] for c in calls[1:])

@@ -3,7 +3,9 @@
 The network is built from a bundle's ``inference.json`` (``network_def``, ``inferer``), with its
 initial weights (the time does not depend on their values), and run by MONAI's
 ``SlidingWindowInferer`` on a random 1-channel volume, in this process, without the server. Each
-lever changes one thing against a base (the bundle before or after); levers are visited in a
+lever changes one thing, or a named combination, against a base (the ``after`` bundle, today's
+default); a coarser working spacing is timed as the network's work on the grid ``Spacingd`` makes of
+the latency store's CTs (resampling itself is timed through the server). Levers are visited in a
 shuffled order per round so that load from other users of the machine spreads over all. Wall and
 CPU seconds (this process, all threads) are the medians over rounds.
 
@@ -11,8 +13,7 @@ Run on its own (``--argmax``: only the postprocessing lever, ``AsDiscreted`` aga
 ``radiobundles.ct3d.ArgmaxLabeld``)::
 
     python -m benchmarks.annotator_levers --argmax --threads 1
-    python -m benchmarks.annotator_levers --before /tmp/before/bundles/ct_segmentation_3d \\
-        --after bundles/ct_segmentation_3d --rounds 2
+    python -m benchmarks.annotator_levers --after bundles/ct_segmentation_3d --rounds 2
 """
 
 from __future__ import annotations
@@ -34,8 +35,14 @@ __all__ = ["LEVERS", "run_argmax", "run_levers"]
 
 SHAPES = {"96x96x64": (96, 96, 64), "256x256x160": (256, 256, 160)}
 # bf16 has no native support on CPUs without AVX512-BF16/AMX (it was ~20x slower here): small volume only
-SKIP = {("after + bf16 autocast", "256x256x160")}
+SKIP = {("base + bf16 autocast", "256x256x160")}
 LIGHT_NET = {"channels": [8, 16, 32, 64, 128], "num_res_units": 1}
+# the latency store's CTs (benchmarks.annotator_latency) have spacings (1.847, 1.186, 0.774) mm
+# and (1.621, 2.411, 0.959) mm: a working spacing of 1.5 / 2.0 mm (Spacingd) gives these grids
+SPACING_SHAPES = {
+    1.5: {"96x96x64": (118, 76, 33), "256x256x160": (277, 411, 102)},
+    2.0: {"96x96x64": (89, 57, 25), "256x256x160": (207, 308, 77)},
+}
 
 
 def _build(bundle: str, net: dict[str, Any] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -50,36 +57,44 @@ def _build(bundle: str, net: dict[str, Any] | None = None) -> tuple[torch.nn.Mod
     return network, sw
 
 
-# name -> (base bundle, network overrides, inferer overrides, setup); setup wraps the network / call
+# name -> (base bundle, network overrides, inferer overrides, setups); setups: comma-separated wraps of
+# the network / call ("threads2", "channels_last", "torchscript", "bf16", "spacing1.5", "spacing2.0")
 LEVERS: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
-    "before: UNet 16-256 on the source grid, overlap 0.5, sw_batch 4": ("before", {}, {}, ""),
-    "before + overlap 0.25": ("before", {}, {"sw_overlap": 0.25}, ""),
-    "before + overlap 0.25 + sw_batch 1": ("before", {}, {"sw_overlap": 0.25, "sw_batch_size": 1}, ""),
-    "before + overlap 0.25 + window 160": ("before", {}, {"sw_overlap": 0.25, "patch_size": [160] * 3}, ""),
-    "before + overlap 0.25 + 2 torch threads": ("before", {}, {"sw_overlap": 0.25}, "threads2"),
-    "before + overlap 0.25 + channels-last": ("before", {}, {"sw_overlap": 0.25}, "channels_last"),
-    "before + overlap 0.25 + TorchScript (trace, freeze)": ("before", {}, {"sw_overlap": 0.25}, "torchscript"),
-    "before + overlap 0.25 + lighter net 8-128, 1 res unit": ("before", LIGHT_NET, {"sw_overlap": 0.25}, ""),
-    "after: coarse grid x2, UNet 16-128, overlap 0.25, sw_batch 4": ("after", {}, {}, ""),
-    "after + sw_batch 1": ("after", {}, {"sw_batch_size": 1}, ""),
-    "after + window 160": ("after", {}, {"patch_size": [160] * 3}, ""),
-    "after + 2 torch threads": ("after", {}, {}, "threads2"),
-    "after + channels-last": ("after", {}, {}, "channels_last"),
-    "after + TorchScript (trace, freeze)": ("after", {}, {}, "torchscript"),
-    "after + bf16 autocast": ("after", {}, {}, "bf16"),
+    "base: default 0.1.4 (UNet 16-256, window 96, overlap 0.25, sw_batch 4)": ("after", {}, {}, ""),
+    "base + overlap 0.5 (0.1.1)": ("after", {}, {"sw_overlap": 0.5}, ""),
+    "base + overlap 0 (18 windows instead of 32 at 256x256x160)": ("after", {}, {"sw_overlap": 0.0}, ""),
+    "base + sw_batch 1": ("after", {}, {"sw_batch_size": 1}, ""),
+    "base + sw_batch 8": ("after", {}, {"sw_batch_size": 8}, ""),
+    "base + window 128x128x160, overlap 0": ("after", {}, {"patch_size": [128, 128, 160], "sw_overlap": 0.0}, ""),
+    "base + window 160": ("after", {}, {"patch_size": [160] * 3}, ""),
+    "base + 2 torch threads": ("after", {}, {}, "threads2"),
+    "base + channels-last": ("after", {}, {}, "channels_last"),
+    "base + TorchScript (trace, freeze)": ("after", {}, {}, "torchscript"),
+    "base + bf16 autocast": ("after", {}, {}, "bf16"),
+    "base + lighter net 8-128, 1 res unit": ("after", LIGHT_NET, {}, ""),
+    "base + working spacing 1.5 mm (Spacingd grid)": ("after", {}, {}, "spacing1.5"),
+    "base + working spacing 2.0 mm (Spacingd grid)": ("after", {}, {}, "spacing2.0"),
+    "base + TorchScript + 2 threads": ("after", {}, {}, "torchscript,threads2"),
+    "base + window 128x128x160, overlap 0 + TorchScript + 2 threads": (
+        "after",
+        {},
+        {"patch_size": [128, 128, 160], "sw_overlap": 0.0},
+        "torchscript,threads2",
+    ),
 }
 
 
 def _prepare(network: torch.nn.Module, setup: str, example: torch.Tensor) -> tuple[Callable, Callable]:
     """The network to call and a context manager factory for the call."""
-    if setup == "channels_last":
+    setups = setup.split(",")
+    if "channels_last" in setups:
         network = network.to(memory_format=torch.channels_last_3d)
         return (lambda x: network(x.contiguous(memory_format=torch.channels_last_3d))), contextlib.nullcontext
-    if setup == "torchscript":
+    if "torchscript" in setups:
         with torch.no_grad():
             traced = torch.jit.freeze(torch.jit.trace(network, example))
         return traced, contextlib.nullcontext
-    if setup == "bf16":
+    if "bf16" in setups:
         return network, lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     return network, contextlib.nullcontext
 
@@ -90,10 +105,13 @@ def _time_one(bundles: dict[str, str], lever: str, shape: tuple[int, ...]) -> tu
     sw.update(sw_over)
     roi = sw["patch_size"]
     inferer = SlidingWindowInferer(roi, sw["sw_batch_size"], sw["sw_overlap"], mode="gaussian")
+    for pixdim, grids in SPACING_SHAPES.items():
+        if f"spacing{pixdim}" in setup.split(","):
+            shape = grids[next(k for k, v in SHAPES.items() if v == tuple(shape))]
     x = torch.rand(1, 1, *shape)
     fn, ctx = _prepare(network, setup, torch.rand(sw["sw_batch_size"], 1, *roi))
     threads = torch.get_num_threads()
-    if setup == "threads2":
+    if "threads2" in setup.split(","):
         torch.set_num_threads(2)
     try:
         with torch.no_grad(), ctx():
@@ -105,36 +123,39 @@ def _time_one(bundles: dict[str, str], lever: str, shape: tuple[int, ...]) -> tu
 
 
 def run_levers(
-    before: str,
+    before: str | None,
     after: str,
     rounds: int = 1,
     shapes: dict[str, tuple[int, ...]] | None = None,
     threads: int = 1,
+    only: list[str] | None = None,
 ) -> str:
     """Time every lever of :data:`LEVERS` on every shape; returns the printed table.
 
+    ``only``: time just the levers whose name contains one of these strings (the base always).
     ``threads``: torch threads of every lever but the "2 torch threads" ones. One by default: on
     a machine busier than its cores, more OpenMP threads than free cores spin-wait, and CPU
     seconds then measure the spinning rather than the work (7x the CPU at load 28 here).
     """
     torch.set_num_threads(threads)
-    bundles = {"before": before, "after": after}
+    bundles = {"before": before or after, "after": after}
     shapes = shapes or SHAPES
+    levers = [k for k in LEVERS if not only or k.startswith("base:") or any(o in k for o in only)]
     times: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for rnd in range(rounds):
-        jobs = [(lever, s) for lever in LEVERS for s in shapes if (lever, s) not in SKIP]
+        jobs = [(lever, s) for lever in levers for s in shapes if (lever, s) not in SKIP]
         random.Random(rnd).shuffle(jobs)
         for lever, s in jobs:
             times.setdefault((lever, s), []).append(_time_one(bundles, lever, shapes[s]))
             w, c = times[(lever, s)][-1]
             print(f"  [{rnd + 1}/{rounds}] {lever} @ {s}: {w:.2f} s wall, {c:.2f} s CPU", flush=True)
     load = os.getloadavg()
-    head = f"{'lever (network part of /infer, in-process)':62s}" + "".join(
+    head = f"{'lever (network part of /infer, in-process)':72s}" + "".join(
         f"{s + ' wall / CPU s':>26s}" for s in shapes
     )
     lines = [f"load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}, torch threads {torch.get_num_threads()}"]
     lines += [head, "-" * len(head)]
-    for lever in LEVERS:
+    for lever in levers:
         cells = ""
         for s in shapes:
             if (lever, s) in SKIP:
@@ -143,7 +164,7 @@ def run_levers(
             w = statistics.median(t[0] for t in times[(lever, s)])
             c = statistics.median(t[1] for t in times[(lever, s)])
             cells += f"{w:>17.2f} / {c:6.2f}"
-        lines.append(f"{lever:62s}{cells}")
+        lines.append(f"{lever:72s}{cells}")
     return "\n".join(lines)
 
 
@@ -187,14 +208,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (see run_levers)")
     parser.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--only", nargs="*", default=None, help="levers whose name contains one of these")
     args = parser.parse_args()
     if args.argmax:
         torch.set_num_threads(args.threads)
         print(run_argmax({s: SHAPES[s] for s in args.shapes}))
         return 0
-    if not (args.before and args.after):
-        parser.error("--before and --after are required (or --argmax)")
-    print(run_levers(args.before, args.after, args.rounds, {s: SHAPES[s] for s in args.shapes}, args.threads))
+    if not args.after:
+        parser.error("--after is required (or --argmax)")
+    shapes = {s: SHAPES[s] for s in args.shapes}
+    print(run_levers(args.before, args.after, args.rounds, shapes, args.threads, args.only))
     return 0
 
 
