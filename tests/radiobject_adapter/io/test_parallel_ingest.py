@@ -102,3 +102,21 @@ def test_a_killed_worker_has_its_subject_redone_never_duplicated(tmp_path: Path)
     assert not {f.kind for f in check_store(str(store)).problems} - {"unregistered_volume"}
     again = ingest_niftis(str(store), {"CT": ds.images_dir, "seg": ds.labels_dir}, progress=False, workers=2)
     assert again.n_written == 0
+
+
+@pytest.mark.slow
+def test_ray_tasks_ingest_into_an_s3_store_as_one_process_does(
+    synthetic_ct: SyntheticDataset, ct_store: str, use_s3
+) -> None:
+    """``ray_address="local"``: a Ray of 2 CPUs (no dashboard, 100 MB object store), one task per
+    subject, writing to the loopback S3 server; shut down by the ingest that started it."""
+    ray = pytest.importorskip("ray")
+    uri = f"s3://{use_s3.bucket}/parallel_ingest_ray"
+    images = {"CT": synthetic_ct.images_dir, "seg": synthetic_ct.labels_dir}
+    report = ingest_niftis(
+        uri, images, obs_meta=synthetic_ct.subject_table, tile_extent=16, progress=False, workers=2, ray_address="local"
+    )
+    assert report.ok and report.n_written == 2 * len(synthetic_ct.subject_ids), report.summary()
+    assert not ray.is_initialized()
+    _assert_same_store(uri, ct_store)
+    assert check_store(uri).clean
