@@ -120,3 +120,19 @@ def test_ray_tasks_ingest_into_an_s3_store_as_one_process_does(
     assert not ray.is_initialized()
     _assert_same_store(uri, ct_store)
     assert check_store(uri).clean
+
+
+def test_workers_below_one_is_an_error_before_anything_is_written(tmp_path: Path) -> None:
+    from radiobject_adapter import IngestError
+
+    with pytest.raises(IngestError, match="workers must be 1 or more"):
+        ingest_niftis(str(tmp_path / "store"), {"CT": str(tmp_path)}, workers=0, progress=False)
+    assert not (tmp_path / "store").exists()
+
+
+def test_cli_passes_workers_and_ray_address_to_the_ingest() -> None:
+    from radiobject_adapter.cli import _parser
+
+    args = _parser().parse_args(["ingest", "store", "-c", "CT=imagesTr", "--workers", "3", "--ray", "auto"])
+    assert (args.workers, args.ray) == (3, "auto")
+    assert _parser().parse_args(["ingest", "store", "-c", "CT=imagesTr"]).workers == 1
