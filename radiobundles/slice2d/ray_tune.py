@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -130,7 +131,6 @@ def train_bundle(
 
     Resumes from the trial's checkpoint when Tune hands one back (a restarted trial).
     """
-    from monai.bundle import ConfigWorkflow
     from ray import tune
 
     run_dir = os.path.join(tune.get_context().get_trial_dir(), "bundle")
@@ -143,6 +143,33 @@ def train_bundle(
                 if os.path.isfile(os.path.join(ckpt_dir, name)):
                     shutil.copy2(os.path.join(ckpt_dir, name), models_dir)
     configs = os.path.join(bundle_root, "configs")
+    with _bundle_code(bundle_root):
+        _run_workflow(configs, models_dir, run_dir, dataset_dir, max_epochs, overrides, config, checkpoint is not None)
+
+
+def _bundle_code(bundle_root: str) -> Any:
+    """The bundle's own ``scripts`` importable during the run (the config's ``scripts.…``
+    targets), as :func:`radiobundles.slice2d.hpo.run_trial` does; a no-op for a bundle
+    layout whose code lives in the package (``radiobundles.resources`` without ``bundle_scripts``)."""
+    try:
+        from radiobundles.resources import bundle_scripts
+    except ImportError:
+        return contextlib.nullcontext()
+    return bundle_scripts(bundle_root)
+
+
+def _run_workflow(
+    configs: str,
+    models_dir: str,
+    run_dir: str,
+    dataset_dir: str,
+    max_epochs: int,
+    overrides: Mapping[str, Any] | None,
+    config: Mapping[str, Any],
+    resume: bool,
+) -> None:
+    from monai.bundle import ConfigWorkflow
+
     workflow = ConfigWorkflow(
         config_file=os.path.join(configs, "train.json"),
         meta_file=os.path.join(configs, "metadata.json"),
@@ -154,7 +181,7 @@ def train_bundle(
             "dataset_dir": dataset_dir,
             "bundle_root": run_dir,
             "max_epochs": max_epochs,
-            "resume": checkpoint is not None,
+            "resume": resume,
         },
     )
     workflow.initialize()
