@@ -95,11 +95,10 @@ def ingest_subject(job: SubjectJob) -> SubjectResult:
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
-    """Workers forked from a fresh server process that imported the ingest code and MONAI
-    (whose NIfTI header fix the reader applies) once: a fork of the driver could copy its
-    TileDB threads, and a spawned worker would import torch + MONAI again (8 s CPU each)."""
+    """Workers forked from a fresh server process that imported the ingest stack once: a fork
+    of the driver could copy its TileDB threads, and spawned workers would each import it again."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["radiobject_adapter.io.parallel_ingest", "monai.data.utils"])
+    ctx.set_forkserver_preload(["radiobject_adapter.io.parallel_ingest"])
     return ctx
 
 
