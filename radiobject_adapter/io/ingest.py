@@ -222,9 +222,15 @@ def load_subject(sid: str, files: Mapping[str, str], rules: SubjectRules) -> tup
 
 
 def write_subject(
-    writer: StoreWriter, sid: str, loaded: Mapping[str, LoadedVolume], todo: Mapping[str, str], labels: frozenset[str]
+    writer: StoreWriter,
+    sid: str,
+    loaded: Mapping[str, LoadedVolume],
+    todo: Mapping[str, str],
+    labels: frozenset[str],
+    members: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """Write the volumes of ``todo`` (collections not yet in the store); returns them in order."""
+    """Write the volumes of ``todo`` (collections not yet in the store); returns them in order.
+    ``members``: collection -> the volume name handed out to this writer (concurrent writers)."""
     done = []
     for c in sorted(todo):
         vol = loaded[c]
@@ -237,6 +243,7 @@ def write_subject(
             meta=vol.array_metadata(),
             obs_row=vol.obs_row(series_type=c),
             raw_meta=ForegroundIndex.compute(vol.data).to_metadata() if c in labels else None,
+            member=(members or {}).get(c),
         )
         done.append(c)
     return done

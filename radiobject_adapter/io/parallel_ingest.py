@@ -65,6 +65,7 @@ class SubjectJob:
     compression: str | None
     compression_level: int | None
     settings: _Settings
+    members: Mapping[str, str]  # collection -> volume name handed out to this job alone
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def ingest_subject(job: SubjectJob) -> SubjectResult:
         job.store, tiling=job.tiling, compression=job.compression, compression_level=job.compression_level
     )
     try:
-        written = write_subject(writer, job.sid, loaded, job.todo, job.rules.labels)
+        written = write_subject(writer, job.sid, loaded, job.todo, job.rules.labels, job.members)
     finally:
         writer.close()
     return SubjectResult(job.sid, tuple(written), warnings=tuple(warnings))
@@ -137,6 +138,34 @@ def _ray_round(jobs: list[SubjectJob], on_result: Callable[[SubjectResult], None
     return died
 
 
+def _hand_out_members(
+    writer: StoreWriter, pending: Mapping[str, tuple[dict[str, str], dict[str, str]]]
+) -> dict[tuple[str, str], str]:
+    """A distinct volume name per ``(subject, collection)`` to write, in subject order (the
+    names a serial ingest would claim), skipping names registered or with a folder: on S3,
+    creating an array is no atomic claim, so concurrent writers must never race for a name."""
+    import tiledb
+
+    from radiobject_adapter.store.layout import join_uri
+
+    vfs = tiledb.VFS(ctx=writer.ctx)
+    out: dict[tuple[str, str], str] = {}
+    for c in sorted({c for _, todo in pending.values() for c in todo}):
+        volumes_uri = join_uri(writer.ensure_collection(c), "volumes")
+        with tiledb.Group(volumes_uri, "r", ctx=writer.ctx) as grp:
+            taken = {m.name for m in grp}
+        taken |= {u.rstrip("/").rsplit("/", 1)[-1] for u in vfs.ls(volumes_uri)}
+        i = 0
+        for sid in sorted(pending):
+            if c not in pending[sid][1]:
+                continue
+            while str(i) in taken:
+                i += 1
+            out[(sid, c)] = str(i)
+            taken.add(str(i))
+    return out
+
+
 def _start_ray(ray_address: str, workers: int) -> bool:
     """Connect to (or start, for ``"local"``) a Ray cluster; True if this call started it."""
     try:
@@ -178,10 +207,13 @@ def ingest_in_parallel(
     """
     settings = current_settings()
 
+    members = _hand_out_members(writer, pending)
+
     def job(sid: str, todo: Mapping[str, str]) -> SubjectJob:
         files = pending[sid][0]
+        names = {c: members[(sid, c)] for c in todo}
         return SubjectJob(
-            writer.uri, sid, files, dict(todo), rules, writer.tiling, compression, compression_level, settings
+            writer.uri, sid, files, dict(todo), rules, writer.tiling, compression, compression_level, settings, names
         )
 
     complete: list[str] = []
