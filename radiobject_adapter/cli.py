@@ -115,6 +115,15 @@ def _parser() -> argparse.ArgumentParser:
         "where bundles take their class_names from; labels with other classes are rejected",
     )
     ing.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    par = ing.add_argument_group("parallel (NIfTI)", "several writers into one store, each under its own writer lease")
+    par.add_argument("--workers", type=int, default=1, metavar="N", help="subjects ingested at once, in N processes")
+    par.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        default=None,
+        help="one Ray task per subject on this cluster ('auto', ray://host:10001, or 'local': "
+        "a local Ray with --workers CPUs); needs pip install 'radiobundles[distributed]'",
+    )
     dcm = ing.add_argument_group("DICOM", "folders of DICOM files are detected; one volume per series")
     dcm.add_argument("--dicom-rules", help="JSON rules picking series per collection (e.g. configs/dicom_rules.json)")
     dcm.add_argument("--subject-tag", default="PatientID", help="DICOM tag giving the subject id (default PatientID)")
@@ -176,6 +185,11 @@ def _ingest(args: argparse.Namespace) -> int:
 
     check_store_location(args.store)
     collections = dict(args.collections)
+    if args.workers != 1 or args.ray:
+        from radiobject_adapter.io.dicom_ingest import is_dicom_spec
+
+        if args.dicomweb or any(spec and (is_tif_spec(spec) or is_dicom_spec(spec)) for spec in collections.values()):
+            raise IngestError("--workers and --ray ingest NIfTI files; run DICOM and TIF ingests without them")
     report = _ingest_dicom(args, collections)
     if report is not None:
         return _finish_ingest(report)
@@ -214,6 +228,8 @@ def _ingest(args: argparse.Namespace) -> int:
             max_label=args.max_label,
             label_classes=args.label_classes,
             progress=not args.no_progress,
+            workers=args.workers,
+            ray_address=args.ray,
         )
     return _finish_ingest(report)
 

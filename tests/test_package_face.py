@@ -1,5 +1,5 @@
 """The package face is light: importing it, ``radiobundles --help`` and ``radiobundles info``
-load neither torch nor MONAI nor TorchIO, and the data layer works with TorchIO absent."""
+load neither torch nor MONAI nor TorchIO (nor Ray), and the data layer works with TorchIO absent."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 import radiobject_adapter
 
-HEAVY = ("torch", "monai", "torchio")
+HEAVY = ("torch", "monai", "torchio", "ray")  # ray: only the --ray ingest path and the Tune search
 
 
 def _python(code: str, *args: str) -> subprocess.CompletedProcess:

@@ -39,8 +39,11 @@ __all__ = [
     "IngestError",
     "IngestFailure",
     "IngestReport",
+    "SubjectRules",
     "ingest_niftis",
+    "load_subject",
     "load_subject_table",
+    "write_subject",
 ]
 
 DEFAULT_LABEL_COLLECTIONS = frozenset({"seg", "label", "labels", "mask", "masks"})
@@ -64,6 +67,8 @@ class IngestReport:
     repaired: dict[str, list[str]] = field(default_factory=dict)
     failures: list[IngestFailure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # subjects started again after the worker ingesting them died (parallel ingest)
+    redone: list[str] = field(default_factory=list)
 
     @property
     def n_written(self) -> int:
@@ -82,6 +87,8 @@ class IngestReport:
             )
         for name, obs_ids in sorted(self.repaired.items()):
             lines.append(f"  {name}: obs rows restored from the stored volumes of {', '.join(obs_ids)}")
+        if self.redone:
+            lines.append(f"  redone after a worker died: {', '.join(self.redone)}")
         for f in self.failures:
             lines.append(f"  REJECTED {f.subject_id}: {f.reason} [{', '.join(f.paths)}]")
         lines.extend(f"  WARNING {w}" for w in self.warnings)
@@ -177,6 +184,71 @@ def _as_label(vol: LoadedVolume, max_label: int | None = None) -> LoadedVolume:
     return vol if data is vol.data else vol.with_data(data)
 
 
+@dataclass(frozen=True)
+class SubjectRules:
+    """What every subject of one ingest is checked against (picklable: workers get it)."""
+
+    labels: frozenset[str]
+    limits: Mapping[str, int | None]
+    image_names: tuple[str, ...]
+    nonfinite: str
+    affine_atol: float
+
+
+def load_subject(sid: str, files: Mapping[str, str], rules: SubjectRules) -> tuple[dict[str, LoadedVolume], list[str]]:
+    """Read and check every file of one subject; returns the volumes and warnings.
+
+    Raises:
+        ValueError, OSError, EOFError: the subject is rejected (nothing of it may be written).
+    """
+    warnings: list[str] = []
+    loaded = {c: load_nifti(p) for c, p in files.items()}
+    for c in rules.labels & set(loaded):
+        loaded[c] = _as_label(loaded[c], rules.limits[c])
+    for c in set(loaded) - rules.labels:
+        problem = _nonfinite(loaded[c])
+        if problem and rules.nonfinite == "reject":
+            raise ValueError(
+                f"{problem}; fix the file, or ingest it as it is with --nonfinite report (nonfinite='report' in Python)"
+            )
+        if problem:
+            warnings.append(f"{sid}: {problem}")
+    ref = next((loaded[c] for c in rules.image_names if c in loaded), None)
+    for c in rules.labels & set(loaded):
+        problem = _check_pair(ref, loaded[c], rules.affine_atol) if ref is not None else None
+        if problem:
+            raise ValueError(problem)
+    return loaded, warnings
+
+
+def write_subject(
+    writer: StoreWriter,
+    sid: str,
+    loaded: Mapping[str, LoadedVolume],
+    todo: Mapping[str, str],
+    labels: frozenset[str],
+    members: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Write the volumes of ``todo`` (collections not yet in the store); returns them in order.
+    ``members``: collection -> the volume name handed out to this writer (concurrent writers)."""
+    done = []
+    for c in sorted(todo):
+        vol = loaded[c]
+        writer.write_volume(
+            c,
+            sid,
+            make_obs_id(sid, c),
+            vol.data,
+            vol.affine,
+            meta=vol.array_metadata(),
+            obs_row=vol.obs_row(series_type=c),
+            raw_meta=ForegroundIndex.compute(vol.data).to_metadata() if c in labels else None,
+            member=(members or {}).get(c),
+        )
+        done.append(c)
+    return done
+
+
 def ingest_niftis(
     uri: str,
     images: Mapping[str, Any],
@@ -193,6 +265,8 @@ def ingest_niftis(
     max_label: int | None = None,
     label_classes: Sequence[str] | str | None = None,
     progress: bool = True,
+    workers: int = 1,
+    ray_address: str | None = None,
 ) -> IngestReport:
     """Ingest NIfTI files into the store at ``uri`` (created if missing).
 
@@ -220,12 +294,19 @@ def ingest_niftis(
             label holding a class beyond them is rejected. A store that declares classes
             keeps them: later ingests check against them and may not declare others.
         progress: show a progress bar (files done / total).
+        workers: subjects ingested at once, each in its own process (``concurrent.futures``);
+            every worker writes through its own writer lease, a worker that dies has its
+            subject redone (see :mod:`.parallel_ingest`).
+        ray_address: run one Ray task per subject on this cluster instead (``"auto"``, an
+            address, or ``"local"``: a local Ray with ``workers`` CPUs); needs ``ray``.
 
     Returns:
         An :class:`IngestReport`; rejected subjects are listed there, nothing of them written.
     """
     if not images:
         raise IngestError("no collections given; pass e.g. images={'CT': 'imagesTr/'}")
+    if workers < 1:
+        raise IngestError(f"workers must be 1 or more, not {workers}")
     if nonfinite not in ("reject", "report"):
         raise IngestError(f"nonfinite must be 'reject' or 'report', not {nonfinite!r}")
     settings = current_settings().write
@@ -250,12 +331,9 @@ def ingest_niftis(
     table = load_subject_table(obs_meta, subject_column) if obs_meta is not None else None
     by_subject = _collect(images, subject_pattern)
 
-    writer = StoreWriter(
-        uri,
-        tiling=tiling_obj,
-        compression=compression or settings.compression,
-        compression_level=compression_level if compression_level is not None else settings.compression_level,
-    )
+    compression = compression or settings.compression
+    compression_level = compression_level if compression_level is not None else settings.compression_level
+    writer = StoreWriter(uri, tiling=tiling_obj, compression=compression, compression_level=compression_level)
     limits: dict[str, int | None] = {}
     try:
         for name in sorted(labels):
@@ -266,58 +344,52 @@ def ingest_niftis(
         raise IngestError(str(err)) from None
     present = {name: writer.existing_obs_ids(name) for name in images}  # repairs missing rows
     report = IngestReport(store=writer.uri, repaired={k: list(v) for k, v in writer.repaired.items()})
-    image_names = [n for n in images if n not in labels]
+    rules = SubjectRules(
+        frozenset(labels), dict(limits), tuple(n for n in images if n not in labels), nonfinite, affine_atol
+    )
     n_files = sum(len(v) for v in by_subject.values())
     ingested_subjects: list[str] = []
+    pending: dict[str, tuple[dict[str, str], dict[str, str]]] = {}  # sid -> (all files, files to write)
+    for sid in sorted(by_subject):
+        files = by_subject[sid]
+        todo = {c: p for c, p in files.items() if make_obs_id(sid, c) not in present[c]}
+        for c in set(files) - set(todo):
+            report.already_present.setdefault(c, []).append(sid)
+        if todo:
+            pending[sid] = (files, todo)
+        else:
+            ingested_subjects.append(sid)
     try:
         with tqdm(total=n_files, unit="file", desc="ingest", disable=not progress) as bar:
-            for sid in sorted(by_subject):
-                files = by_subject[sid]
-                todo = {c: p for c, p in files.items() if make_obs_id(sid, c) not in present[c]}
-                for c in set(files) - set(todo):
-                    report.already_present.setdefault(c, []).append(sid)
-                if not todo:
-                    bar.update(len(files))
+            bar.update(n_files - sum(len(files) for files, _ in pending.values()))
+            if workers > 1 or ray_address:
+                from radiobject_adapter.io.parallel_ingest import ingest_in_parallel
+
+                ingested_subjects += ingest_in_parallel(
+                    writer,
+                    pending,
+                    rules,
+                    report,
+                    bar,
+                    workers=workers,
+                    ray_address=ray_address,
+                    compression=compression,
+                    compression_level=compression_level,
+                )
+            else:
+                for sid, (files, todo) in pending.items():
+                    try:
+                        loaded, warnings = load_subject(sid, files, rules)
+                    except (ValueError, OSError, EOFError) as err:
+                        report.failures.append(IngestFailure(sid, str(err), tuple(files.values())))
+                        bar.update(len(files))
+                        continue
+                    report.warnings.extend(warnings)
+                    for c in write_subject(writer, sid, loaded, todo, rules.labels):
+                        report.written.setdefault(c, []).append(sid)
+                        bar.update(1)
+                    bar.update(len(files) - len(todo))
                     ingested_subjects.append(sid)
-                    continue
-                try:
-                    loaded = {c: load_nifti(p) for c, p in files.items()}
-                    for c in labels & set(loaded):
-                        loaded[c] = _as_label(loaded[c], limits[c])
-                    for c in set(loaded) - labels:
-                        problem = _nonfinite(loaded[c])
-                        if problem and nonfinite == "reject":
-                            raise ValueError(
-                                f"{problem}; fix the file, or ingest it as it is with --nonfinite report "
-                                "(nonfinite='report' in Python)"
-                            )
-                        if problem:
-                            report.warnings.append(f"{sid}: {problem}")
-                    ref = next((loaded[c] for c in image_names if c in loaded), None)
-                    for c in labels & set(loaded):
-                        problem = _check_pair(ref, loaded[c], affine_atol) if ref is not None else None
-                        if problem:
-                            raise ValueError(problem)
-                except (ValueError, OSError, EOFError) as err:
-                    report.failures.append(IngestFailure(sid, str(err), tuple(files.values())))
-                    bar.update(len(files))
-                    continue
-                for c in sorted(todo):
-                    vol = loaded[c]
-                    writer.write_volume(
-                        c,
-                        sid,
-                        make_obs_id(sid, c),
-                        vol.data,
-                        vol.affine,
-                        meta=vol.array_metadata(),
-                        obs_row=vol.obs_row(series_type=c),
-                        raw_meta=ForegroundIndex.compute(vol.data).to_metadata() if c in labels else None,
-                    )
-                    report.written.setdefault(c, []).append(sid)
-                    bar.update(1)
-                bar.update(len(files) - len(todo))
-                ingested_subjects.append(sid)
     finally:
         writer.close()
     writer.update_counters(list(images))

@@ -257,6 +257,24 @@ class StoreWriter:
             forget_array(uri)
             return name, uri
 
+    def _create_member(self, volumes_uri: str, name: str, schema: tiledb.ArraySchema) -> tuple[str, str]:
+        """Create the array under ``name``, a name the caller gave this writer alone.
+
+        For concurrent writers on ``s3://``: there creating an array is no atomic claim (two
+        writers racing for a name can both succeed), so a driver hands out distinct names
+        (:mod:`radiobject_adapter.io.parallel_ingest`). An unregistered folder under the name is
+        what a dead writer of the same name left, and is replaced.
+        """
+        uri = join_uri(volumes_uri, name)
+        if self._vfs.is_dir(uri):
+            with tiledb.Group(volumes_uri, "r", ctx=self.ctx) as grp:
+                if name in {m.name for m in grp}:
+                    raise FileExistsError(f"volume {name!r} of {volumes_uri!r} is registered already")
+            self._vfs.remove_dir(uri)
+        tiledb.Array.create(uri, schema, ctx=self.ctx)
+        forget_array(uri)
+        return name, uri
+
     def close(self) -> None:
         """Release this writer's lease (call when done; a killed writer's lease expires)."""
         self.lease.release()
@@ -273,6 +291,7 @@ class StoreWriter:
         raw_meta: Mapping[str, Any] | None = None,
         timestamp: int | None = None,
         counters: bool = False,
+        member: str | None = None,
     ) -> str:
         """Write one volume and register it; returns the array URI.
 
@@ -281,13 +300,18 @@ class StoreWriter:
         visible (a missing row is written by the next writer from the metadata, see
         :meth:`existing_obs_ids`). ``timestamp`` (ms) stamps the voxels
         and metadata (default: now), for callers whose metadata names the fragment's time.
+        ``member``: the volume's name in its collection, handed out by a caller that runs
+        concurrent writers (default: the next free name, claimed by creating the array).
         """
         col_uri = self.ensure_collection(collection)
         volumes_uri = join_uri(col_uri, "volumes")
         self.lease.refresh()
         data = np.ascontiguousarray(data)
         schema = create_volume_schema(data.shape, data.dtype, self.tiling, self.filters, ctx=self.ctx)
-        member, vol_uri = self._claim_member(volumes_uri, schema)
+        if member is None:
+            member, vol_uri = self._claim_member(volumes_uri, schema)
+        else:
+            member, vol_uri = self._create_member(volumes_uri, member, schema)
         array_meta = {
             "obs_id": obs_id,
             "obs_subject_id": subject_id,
