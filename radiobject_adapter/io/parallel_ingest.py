@@ -34,7 +34,7 @@ from typing import Any
 
 from radiobject_adapter.config import _Settings, configure, current_settings
 from radiobject_adapter.errors import IngestError
-from radiobject_adapter.io.ingest import (
+from radiobject_adapter.io.subject import (
     IngestFailure,
     IngestReport,
     SubjectRules,
