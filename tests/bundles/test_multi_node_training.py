@@ -88,7 +88,8 @@ SHARD_PROBE = {
         "'batches': getattr(@train#trainer.state, 'probe_subjects', []),"
         "'foreground_indexes': sorted(@train#datalist[i]['subject_id'] for i in @train#dataset.dataset._foreground),"
         "'optimizer_steps': @train#trainer.state.iteration,"
-        "'last_loss': float(@train#trainer.state.output['loss'])}))",
+        "'last_loss': float(@train#trainer.state.output['loss']),"
+        "'val_mean_dice': float(@validate#evaluator.state.metrics['val_mean_dice'])}))",
     ],
 }
 
@@ -198,5 +199,8 @@ def test_two_torchrun_nodes_train_on_one_s3_store_each_reading_its_shard(
     losses = [r["last_loss"] for r in [*ranks, ref]]
     assert all(torch.isfinite(torch.tensor(loss)) for loss in losses), losses
     assert all(abs(loss - ref["last_loss"]) <= 0.5 * abs(ref["last_loss"]) for loss in losses), losses
+    # the validation metric: gathered over both ranks' shares, so both report the same value
+    dice = [r["val_mean_dice"] for r in [*ranks, ref]]
+    assert dice[0] == dice[1] and abs(dice[0] - dice[2]) <= 0.05, dice
     # metrics: one writer (rank 0) in each run, as in the single process
     assert list((multi / "runs").glob("events.out.tfevents.*")) and list((single / "runs").glob("events.*"))
