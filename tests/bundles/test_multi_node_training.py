@@ -203,6 +203,7 @@ def test_two_torchrun_nodes_train_on_one_s3_store_each_reading_its_shard(
     multi = tmp_path / "two_nodes"
     launcher = ["--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d"]
     launcher += ["--rdzv_endpoint", endpoint, "--rdzv_id", "ct3d", "--local_addr", "127.0.0.1"]
+    launcher += ["--rdzv_conf", "join_timeout=120"]  # a node that never comes fails the other, not CI
     nodes = [subprocess.Popen(_torchrun(launcher, configs, s3_store, multi, PER_RANK_BATCH), **popen) for _ in "ab"]
     _finish(nodes, timeout=240)
 
