@@ -50,9 +50,10 @@ format: install
 test: lint
 	$(VENV)/bin/pytest -m "not exhaustive" --durations=30
 
-# unit and in-process tests only (<= 3 min on an idle machine); `make test` (CI) runs every test
+# unit and in-process tests only, spread over the cores by pytest-xdist (<= 3 min on an idle
+# 2-core machine); `make test` (CI) runs every test in one process
 test-fast: install
-	$(VENV)/bin/pytest -m "not slow and not integration and not exhaustive"
+	$(VENV)/bin/pytest -n auto -m "not slow and not integration and not exhaustive"
 
 # every kill point of every store writer (issue 13's enumeration; about 600 forked runs), and the
 # twenty-point kill loops of ingest, training and label saves (make test runs their short versions)
