@@ -1,8 +1,7 @@
 """Ingest throughput: one process, ``--workers 2`` and Ray with 2 CPUs, on the same files.
 
 Each mode ingests the same synthetic CT + label pairs into a fresh local store; wall time
-includes starting the workers (forkserver / Ray and their import of MONAI: the NIfTI reader
-applies MONAI's header fix), a fixed cost per run; the table prints the CPU seconds of this
+includes starting the workers (forkserver / Ray), a fixed cost per run; the table prints the CPU seconds of this
 process and its descendants (Ray's daemons count once they have exited and been reaped) and
 the load average before and after each mode.
 
@@ -20,7 +19,6 @@ import shutil
 import time
 
 from radiobject_adapter import ingest_niftis
-from radiobject_adapter.synthetic import make_ct_dataset
 
 __all__ = ["main"]
 
@@ -50,6 +48,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     shutil.rmtree(args.out, ignore_errors=True)
     s = args.shape
+    # imported here, not at the top: each pool worker imports this __main__ module again (Python's
+    # forkserver/spawn rule), and the synthetic-data module brings MONAI and torch (~12 CPU s a worker)
+    from radiobject_adapter.synthetic import make_ct_dataset
+
     ds = make_ct_dataset(
         os.path.join(args.out, "nifti"),
         n_subjects=args.subjects,
