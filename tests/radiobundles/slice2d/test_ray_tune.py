@@ -6,8 +6,9 @@ import json
 import os
 
 import pytest
+import torch
 
-from radiobundles.slice2d.hpo import search_space
+from radiobundles.slice2d.hpo import DEFAULT_BUNDLE, search_space
 
 ray = pytest.importorskip("ray")
 tune = pytest.importorskip("ray.tune")
@@ -74,3 +75,44 @@ def test_three_trials_one_stopped_by_asha_best_config_and_checkpoint_on_disk(loc
     assert os.path.isfile(os.path.join(summary["best_checkpoint"], "best.pt"))
     assert os.path.isfile(os.path.join(summary["best_checkpoint"], "last.pt"))
     assert (tmp_path / "mri_slice_segmentation_2d" / "trials.csv").is_file()
+
+
+@pytest.mark.slow
+def test_a_trial_whose_worker_dies_is_restarted_from_its_checkpoint_and_trains_only_the_missing_epochs(
+    local_ray, tiny_axial_store, tmp_path
+):
+    # The trial's process exits (os._exit: no cleanup, as a killed worker) when its 2nd epoch starts,
+    # once (a marker file records it). The crash is attached through the bundle's own `initialize`
+    # expressions (a plain override, no test hook in product code). FailureConfig(max_failures=1)
+    # restarts the trial; it must get its epoch-1 checkpoint back and train epoch 2 only.
+    marker = tmp_path / "crashed_once"
+    # (the word "import" must stay out of the expression: MONAI parses any "$..." holding it as
+    # an import statement, so os and Events come in through the config's own `imports`)
+    crash_once = (
+        "$@train#trainer.add_event_handler(Events.EPOCH_STARTED, "
+        f"lambda e: None if e.state.epoch < 2 or os.path.exists({str(marker)!r}) "
+        f"else (open({str(marker)!r}, 'w').close(), os._exit(1)))"
+    )
+    train_json = json.loads((DEFAULT_BUNDLE / "configs" / "train.json").read_text())
+    overrides = {
+        **TINY,
+        "imports": [*train_json["imports"], "$import os", "$from ignite.engine import Events"],
+        "initialize": [*train_json["initialize"], crash_once],
+    }
+    results = run_tune(
+        tiny_axial_store,
+        num_samples=1,
+        max_epochs=2,
+        output_dir=str(tmp_path / "tune"),
+        overrides=overrides,
+        space={"learning_rate": 1e-4},
+        max_failures=1,
+    )
+    assert marker.is_file(), "the trial never crashed: the test proves nothing"
+    assert len(results) == 1 and not results.errors
+    (result,) = results
+    # progress rows of both attempts: epoch 1 before the crash, then epoch 2 (not 1 again) after it
+    assert list(result.metrics_dataframe["epoch"]) == [1, 2]
+    last = torch.load(os.path.join(result.checkpoint.path, "last.pt"), map_location="cpu", weights_only=True)
+    assert last["epoch"] == 2
+    assert os.path.isfile(os.path.join(result.checkpoint.path, "best.pt"))
