@@ -192,6 +192,14 @@ def _run_workflow(
         workflow.finalize()
 
 
+def _innermost(err: BaseException) -> str:
+    """A trial's own error in one line: Ray wraps it (``RayTaskError.cause``), MONAI chains it."""
+    err = getattr(err, "cause", None) or err
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"[:400]
+
+
 def run_tune(
     dataset_dir: str,
     num_samples: int = 20,
@@ -256,6 +264,13 @@ def run_tune(
             ),
         )
     results = tuner.fit()
+    if not any(r.metrics and KEY_METRIC in r.metrics for r in results):
+        # else pandas says only KeyError: 'val_mean_dice' and the trials' real errors are lost
+        causes = "; ".join(_innermost(e) for e in results.errors[:3]) or "no error recorded"
+        raise RuntimeError(
+            f"no trial of {experiment} reported {KEY_METRIC}: {results.num_errors} of {len(results)} "
+            f"trial(s) failed ({causes}); each trial's error.txt and log are under {experiment}"
+        )
     table = results.get_dataframe(filter_metric=KEY_METRIC, filter_mode="max")
     table.to_csv(os.path.join(experiment, "trials.csv"), index=False)
     best = results.get_best_result(metric=KEY_METRIC, mode="max", scope="all")

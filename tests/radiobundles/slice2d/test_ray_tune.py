@@ -116,3 +116,24 @@ def test_a_trial_whose_worker_dies_is_restarted_from_its_checkpoint_and_trains_o
     last = torch.load(os.path.join(result.checkpoint.path, "last.pt"), map_location="cpu", weights_only=True)
     assert last["epoch"] == 2
     assert os.path.isfile(os.path.join(result.checkpoint.path, "best.pt"))
+
+
+@pytest.mark.slow
+def test_a_search_whose_every_trial_fails_says_why_instead_of_a_missing_metric(local_ray, tiny_axial_store, tmp_path):
+    # a network the bundle cannot build: every trial fails before its first report
+    broken = {**TINY, "network_def#_target_": "monai.networks.nets.NoSuchNet"}
+    with pytest.raises(RuntimeError) as err:
+        run_tune(
+            tiny_axial_store,
+            num_samples=1,
+            max_epochs=1,
+            output_dir=str(tmp_path),
+            overrides=broken,
+            space={"max_lr": tune.grid_search([1e-3])},
+            max_failures=0,
+        )
+    message = str(err.value)
+    assert "no trial" in message and "val_mean_dice" in message
+    assert "NoSuchNet" in message  # the trial's own error reaches the user
+    assert str(tmp_path) in message  # and where its log is
+    assert not (tmp_path / "mri_slice_segmentation_2d" / "best_config.json").exists()
