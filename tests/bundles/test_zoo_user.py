@@ -294,13 +294,8 @@ def test_ct_deepedit_3d_trains_evaluates_and_infers_with_clicks_from_its_folder_
     env = envs(name)
     assert not _importable(env, "monailabel")
     bundle = _copy_bundle(name, tmp_path)
-    sys.path.insert(0, str(BUNDLES / name))
-    try:
+    with bundle_scripts(BUNDLES / name):
         from scripts.synthetic import make_click_dataset  # data for the user, made with the bundle's helper
-    finally:
-        sys.path.remove(str(BUNDLES / name))
-        for k in [k for k in sys.modules if k == "scripts" or k.startswith("scripts.")]:
-            del sys.modules[k]
     from radiobject_adapter import ingest_niftis
 
     nifti = str(tmp_path / "nifti")

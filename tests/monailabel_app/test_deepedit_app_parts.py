@@ -12,6 +12,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel_app.lib.bundle import find_bundle, prepare_bundle, servable_bundles
 from monailabel_app.lib.infer import ThreadSafeBundleInferTask
 from monailabel_app.main import is_deepedit
+from radiobundles.resources import bundle_scripts
 
 MODEL = "ct_deepedit_3d"
 
@@ -40,4 +41,7 @@ def test_the_workspace_copy_carries_the_bundles_scripts_and_the_stores_classes(t
     assert task.bundle_config.config["use_click"] is True  # MONAI Label lets it take clicks
     network = task.bundle_config.get_parsed_content("network_def")
     assert network.model[0].conv.unit0.conv.in_channels == 1 + len(classes)  # CT + one click channel per class
-    assert task.bundle_config.get_parsed_content("label_names") == info["labels"]  # clicks arrive under these
+    # parsed here, outside MONAI Label's calls (which import the bundle's `scripts` afresh each time):
+    # another bundle's task may have left its own `scripts` imported
+    with bundle_scripts(path):
+        assert task.bundle_config.get_parsed_content("label_names") == info["labels"]  # clicks arrive under these

@@ -38,6 +38,7 @@ from monailabel.client import MONAILabelClient
 from scipy import ndimage
 
 from radiobject_adapter import ingest_niftis
+from radiobundles.resources import bundle_scripts
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "ct_deepedit_3d"
@@ -63,14 +64,7 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _synthetic():
-    sys.path.insert(0, str(BUNDLE))
-    try:
-        from scripts.synthetic import make_click_dataset
-    finally:
-        sys.path.remove(str(BUNDLE))
-        for k in [k for k in sys.modules if k == "scripts" or k.startswith("scripts.")]:
-            del sys.modules[k]
-    return make_click_dataset
+    return _bundle_module("synthetic").make_click_dataset
 
 
 def _set(config: dict, key: str, value) -> None:
@@ -161,13 +155,9 @@ def test_more_clicks_never_lower_a_labels_mean_dice(click_summary):
 
 
 def _bundle_module(name: str):
-    sys.path.insert(0, str(BUNDLE))
-    try:
+    """The bundle's ``scripts.<name>``, whatever ``scripts`` another bundle's task left imported."""
+    with bundle_scripts(BUNDLE):
         return importlib.import_module(f"scripts.{name}")
-    finally:
-        sys.path.remove(str(BUNDLE))
-        for k in [k for k in sys.modules if k == "scripts" or k.startswith("scripts.")]:
-            del sys.modules[k]
 
 
 @pytest.mark.slow
