@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from radiobject_adapter import ingest_niftis
 from radiobject_adapter.synthetic import SyntheticDataset, make_ct_dataset
 
 if TYPE_CHECKING:
@@ -90,3 +91,21 @@ def point_at_s3(s3_session: S3Server) -> Callable[[], S3Server]:
 def use_s3(point_at_s3: Callable[[], S3Server]) -> S3Server:
     """This process talks to the session's S3 server during the test."""
     return point_at_s3()
+
+
+# 4 subjects of 32x32x8 as NIfTI and their axial store: the slice bundle's scripts tests and the
+# HPO / Ray Tune driver tests (built once per session)
+@pytest.fixture(scope="session")
+def tiny_nifti(tmp_path_factory: pytest.TempPathFactory) -> SyntheticDataset:
+    root = tmp_path_factory.mktemp("slice2d_nifti")
+    return make_ct_dataset(str(root), n_subjects=4, shape_range=((32, 32), (32, 32), (8, 8)), n_classes=1, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_axial_store(tiny_nifti: SyntheticDataset, tmp_path_factory: pytest.TempPathFactory) -> str:
+    uri = str(tmp_path_factory.mktemp("slice2d_stores") / "axial")
+    report = ingest_niftis(
+        uri, {"CT": tiny_nifti.images_dir, "seg": tiny_nifti.labels_dir}, tiling="axial", progress=False
+    )
+    assert report.ok, report.summary()
+    return uri
