@@ -1,19 +1,31 @@
 """One lever at a time: what each inference setting does to the network part of ``/infer``.
 
 The network is built from a bundle's ``inference.json`` (``network_def``, ``inferer``), with its
-initial weights (the time does not depend on their values), and run by MONAI's
-``SlidingWindowInferer`` on a random 1-channel volume, in this process, without the server. Each
-lever changes one thing, or a named combination, against a base (the ``after`` bundle, today's
-default); a coarser working spacing is timed as the network's work on the grid ``Spacingd`` makes of
-the latency store's CTs (resampling itself is timed through the server). Levers are visited in a
-shuffled order per round so that load from other users of the machine spreads over all. Wall and
-CPU seconds (this process, all threads) are the medians over rounds.
+initial weights (the time does not depend on their values), and run by the bundle's sliding
+window (MONAI's ``SlidingWindowInferer`` up to 0.1.x; from 0.2.0 the bundle's
+``scripts.inferers.FittedWindowInferer`` over ``sw_roi_size``) on a random 1-channel volume, in this
+process, without the server. Each lever changes one thing, or a named combination, against a
+base: the ``before`` bundle (the 0.1.x network: instance norm, 96^3 windows) for the levers
+measured up to 0.1.5, the ``after`` bundle (0.2.0, today's default) for the ``0.2.0`` ones; a
+coarser working spacing is timed as the network's work on the grid ``Spacingd`` makes of the latency store's CTs (resampling itself is timed through the
+server). Levers are visited in a shuffled order per round so that load from other users of the
+machine spreads over all. Wall and CPU seconds (this process, all threads) are the medians over
+rounds.
 
 Run on its own (``--argmax``: only the postprocessing lever, ``AsDiscreted`` against
 ``radiobundles.ct3d.ArgmaxLabeld``)::
 
     python -m benchmarks.annotator_levers --argmax --threads 1
-    python -m benchmarks.annotator_levers --after bundles/ct_segmentation_3d --rounds 2
+    python -m benchmarks.annotator_levers --before /tmp/before/bundles/ct_segmentation_3d \\
+        --after bundles/ct_segmentation_3d --rounds 2
+
+The 0.2.0 levers beside the 0.1.x default (the bundle before 0.2.0, from git), both torch
+threads of an idle machine::
+
+    mkdir -p /tmp/before && git archive f71711e bundles/ct_segmentation_3d | tar -x -C /tmp/before
+    python -m benchmarks.annotator_levers --before /tmp/before/bundles/ct_segmentation_3d \\
+        --after bundles/ct_segmentation_3d --threads 2 --only 0.2.0 "overlap 0.125" "overlap 0 (" \\
+        "TorchScript (trace, freeze)"
 """
 
 from __future__ import annotations
@@ -30,6 +42,8 @@ from typing import Any
 import torch
 from monai.bundle import ConfigParser
 from monai.inferers import SlidingWindowInferer
+
+from radiobundles.resources import bundle_scripts
 
 __all__ = ["LEVERS", "run_argmax", "run_levers"]
 
@@ -54,33 +68,59 @@ def _build(bundle: str, net: dict[str, Any] | None = None) -> tuple[torch.nn.Mod
     torch.manual_seed(0)
     network = parser.get_parsed_content("network_def").eval()
     sw = {k: parser.get_parsed_content(k) for k in ("patch_size", "sw_batch_size", "sw_overlap")}
+    # from 0.2.0: the inference window is sw_roi_size, fitted to the volume (scripts.inferers)
+    sw["sw_roi_size"] = parser.get_parsed_content("sw_roi_size") if "sw_roi_size" in parser else None
     return network, sw
+
+
+def _inferer(bundle: str, sw: dict[str, Any]) -> tuple[list[int], Callable]:
+    """The window and sliding-window inferer the bundle's ``inference.json`` uses."""
+    if sw.get("sw_roi_size") is None:
+        roi = sw["patch_size"]
+        return roi, SlidingWindowInferer(roi, sw["sw_batch_size"], sw["sw_overlap"], mode="gaussian")
+    with bundle_scripts(bundle):
+        from scripts.inferers import FittedWindowInferer
+    inferer = FittedWindowInferer(
+        sw["sw_roi_size"], sw_batch_size=sw["sw_batch_size"], overlap=sw["sw_overlap"], mode="gaussian"
+    )
+    return list(sw["sw_roi_size"]), inferer
 
 
 # name -> (base bundle, network overrides, inferer overrides, setups); setups: comma-separated wraps of
 # the network / call ("threads2", "channels_last", "torchscript", "bf16", "spacing1.5", "spacing2.0")
 LEVERS: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
-    "base: default 0.1.4 (UNet 16-256, window 96, overlap 0.25, sw_batch 4)": ("after", {}, {}, ""),
-    "base + overlap 0.5 (0.1.1)": ("after", {}, {"sw_overlap": 0.5}, ""),
-    "base + overlap 0 (18 windows instead of 32 at 256x256x160)": ("after", {}, {"sw_overlap": 0.0}, ""),
-    "base + sw_batch 1": ("after", {}, {"sw_batch_size": 1}, ""),
-    "base + sw_batch 8": ("after", {}, {"sw_batch_size": 8}, ""),
-    "base + window 128x128x160, overlap 0": ("after", {}, {"patch_size": [128, 128, 160], "sw_overlap": 0.0}, ""),
-    "base + window 160": ("after", {}, {"patch_size": [160] * 3}, ""),
-    "base + 2 torch threads": ("after", {}, {}, "threads2"),
-    "base + channels-last": ("after", {}, {}, "channels_last"),
-    "base + TorchScript (trace, freeze)": ("after", {}, {}, "torchscript"),
-    "base + bf16 autocast": ("after", {}, {}, "bf16"),
-    "base + lighter net 8-128, 1 res unit": ("after", LIGHT_NET, {}, ""),
-    "base + working spacing 1.5 mm (Spacingd grid)": ("after", {}, {}, "spacing1.5"),
-    "base + working spacing 2.0 mm (Spacingd grid)": ("after", {}, {}, "spacing2.0"),
-    "base + TorchScript + 2 threads": ("after", {}, {}, "torchscript,threads2"),
+    "base: 0.1.x default (UNet 16-256 instance norm, window 96, overlap 0.25, sw_batch 4)": ("before", {}, {}, ""),
+    "base + overlap 0.5 (0.1.1)": ("before", {}, {"sw_overlap": 0.5}, ""),
+    "base + overlap 0 (18 windows instead of 32 at 256x256x160)": ("before", {}, {"sw_overlap": 0.0}, ""),
+    "base + sw_batch 1": ("before", {}, {"sw_batch_size": 1}, ""),
+    "base + sw_batch 8": ("before", {}, {"sw_batch_size": 8}, ""),
+    "base + window 128x128x160, overlap 0": ("before", {}, {"patch_size": [128, 128, 160], "sw_overlap": 0.0}, ""),
+    "base + window 160": ("before", {}, {"patch_size": [160] * 3}, ""),
+    "base + 2 torch threads": ("before", {}, {}, "threads2"),
+    "base + channels-last": ("before", {}, {}, "channels_last"),
+    "base + TorchScript (trace, freeze)": ("before", {}, {}, "torchscript"),
+    "base + bf16 autocast": ("before", {}, {}, "bf16"),
+    "base + lighter net 8-128, 1 res unit": ("before", LIGHT_NET, {}, ""),
+    "base + working spacing 1.5 mm (Spacingd grid)": ("before", {}, {}, "spacing1.5"),
+    "base + working spacing 2.0 mm (Spacingd grid)": ("before", {}, {}, "spacing2.0"),
+    "base + TorchScript + 2 threads": ("before", {}, {}, "torchscript,threads2"),
     "base + window 128x128x160, overlap 0 + TorchScript + 2 threads": (
-        "after",
+        "before",
         {},
         {"patch_size": [128, 128, 160], "sw_overlap": 0.0},
         "torchscript,threads2",
     ),
+    "base + overlap 0.125 (18 windows at 256x256x160, blending kept)": ("before", {}, {"sw_overlap": 0.125}, ""),
+    # 0.2.0 (issue 14): batch norm, so the window need not be the training patch: a few large
+    # windows fitted to the volume (scripts.inferers)
+    "0.2.0 default: batch norm, window fitted up to 128x128x160, overlap 0, sw_batch 1": ("after", {}, {}, ""),
+    "0.2.0 + sw_batch 4": ("after", {}, {"sw_batch_size": 4}, ""),
+    "0.2.0 + overlap 0.25": ("after", {}, {"sw_overlap": 0.25}, ""),
+    "0.2.0 + window 128^3 (8 windows at 256x256x160)": ("after", {}, {"sw_roi_size": [128] * 3}, ""),
+    "0.2.0 + whole volume as one window": ("after", {}, {"sw_roi_size": [256, 256, 160]}, ""),
+    "0.2.0 + TorchScript (trace, freeze: folds batch norm)": ("after", {}, {}, "torchscript"),
+    "0.2.0 + lighter net 8-128, 2 res units": ("after", {"channels": [8, 16, 32, 64, 128]}, {}, ""),
+    "0.2.0 + 1 res unit": ("after", {"num_res_units": 1}, {}, ""),
 }
 
 
@@ -103,8 +143,7 @@ def _time_one(bundles: dict[str, str], lever: str, shape: tuple[int, ...]) -> tu
     base, net, sw_over, setup = LEVERS[lever]
     network, sw = _build(bundles[base], net)
     sw.update(sw_over)
-    roi = sw["patch_size"]
-    inferer = SlidingWindowInferer(roi, sw["sw_batch_size"], sw["sw_overlap"], mode="gaussian")
+    roi, inferer = _inferer(bundles[base], sw)
     for pixdim, grids in SPACING_SHAPES.items():
         if f"spacing{pixdim}" in setup.split(","):
             shape = grids[next(k for k, v in SHAPES.items() if v == tuple(shape))]
@@ -214,8 +253,8 @@ def main() -> int:
         torch.set_num_threads(args.threads)
         print(run_argmax({s: SHAPES[s] for s in args.shapes}))
         return 0
-    if not args.after:
-        parser.error("--after is required (or --argmax)")
+    if not (args.after and args.before):
+        parser.error("--before (the 0.1.x bundle, see above) and --after are required (or --argmax)")
     shapes = {s: SHAPES[s] for s in args.shapes}
     print(run_levers(args.before, args.after, args.rounds, shapes, args.threads, args.only))
     return 0

@@ -62,19 +62,29 @@ def random_affine(spacing: Sequence[float], rng: np.random.Generator, oblique: b
 
 
 def ct_like_volume(
-    shape: Sequence[int], n_classes: int = 2, n_objects: int = 6, seed: int = 0, noise_hu: float = 20.0
+    shape: Sequence[int],
+    n_classes: int = 2,
+    n_objects: int = 6,
+    seed: int = 0,
+    noise_hu: float = 20.0,
+    radius: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """An int16 CT-like image and its uint8 label of ``shape``."""
+    """An int16 CT-like image and its uint8 label of ``shape``.
+
+    ``radius``: the spheres' (min, max) radius in voxels; by default they scale with the volume
+    (max a sixth of its smallest edge, min half of that).
+    """
     rng = np.random.default_rng(seed)
     x, y, z = (int(s) for s in shape)
-    r_max = max(3, min(x, y, z) // 6)
+    r_max = max(3, min(x, y, z) // 6) if radius is None else int(radius[1])
+    r_min = max(2, r_max // 2) if radius is None else int(radius[0])
     _, seg = create_test_image_3d(
         x,
         y,
         z,
         num_objs=n_objects,
         rad_max=r_max,
-        rad_min=max(2, r_max // 2),
+        rad_min=r_min,
         noise_max=0.0,
         num_seg_classes=n_classes,
         random_state=np.random.RandomState(seed),

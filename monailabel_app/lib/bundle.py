@@ -22,7 +22,9 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -41,6 +43,7 @@ __all__ = [
 
 MODEL_FILE = "model.pt"
 ORIGIN_FILE = "model.origin.json"
+logger = logging.getLogger(__name__)
 _REQUIRED = ("configs/metadata.json", "configs/inference.json", "configs/train.json")
 
 
@@ -205,7 +208,8 @@ def _check_fits(bundle: str, path: str) -> None:
     if problem:
         raise ValueError(
             f"--conf model {path} does not fit the network of {bundle} ({problem}); "
-            "serve a checkpoint trained on this store's classes"
+            "serve a checkpoint trained on this store's classes with this bundle version "
+            f"({_read_json(os.path.join(bundle, 'configs', 'metadata.json')).get('version')}; see its changelog)"
         )
 
 
@@ -231,6 +235,19 @@ def prepare_bundle(
     recorded = _read_json(origin_path) if os.path.isfile(origin_path) else {}
     n_classes = len(class_names) if class_names else None
     origin: dict[str, Any] | None = None
+    stamp = _fit_stamp(target, model_path)
+    fits = stamp is not None and recorded.get("fits") == stamp
+    set_aside = None
+    if stamp and not fits:  # a new model file, new configs (classes, network) or a workspace from before stamps
+        problem = _misfit(target, model_path)
+        fits = problem is None
+        if problem:
+            seed = (recorded.get("fits") or {}).get("size"), (recorded.get("fits") or {}).get("mtime_ns")
+            if recorded.get("origin", "").startswith("initial weights") and seed == (stamp["size"], stamp["mtime_ns"]):
+                os.remove(model_path)  # untrained weights made for other classes: nothing to keep
+            else:  # trained weights (in the app, --conf model, the bundle's): keep them, out of the way
+                set_aside = _set_aside(target, model_path, problem)
+            recorded = {}  # as on a first start: seed the copy again, from --conf model or the bundle
     if model:
         if not os.path.isfile(model):
             raise FileNotFoundError(f"--conf model {model}: no such checkpoint")
@@ -239,10 +256,7 @@ def prepare_bundle(
             _check_fits(target, model)
             _atomic_copy(model, model_path)
             origin = {"origin": "--conf model", **wanted}
-    elif not os.path.exists(model_path) or (
-        # untrained weights made for other classes (the store's classes changed): make new ones
-        recorded.get("origin", "").startswith("initial weights") and _misfit(target, model_path)
-    ):
+    elif not os.path.exists(model_path):
         trained = os.path.join(source, "models", MODEL_FILE)
         if os.path.isfile(trained) and not class_names:
             _atomic_copy(trained, model_path)
@@ -251,5 +265,42 @@ def prepare_bundle(
             _initial_weights(target, model_path)
             origin = {"origin": "initial weights (untrained, seed 0)", "source": None, "num_classes": n_classes}
     if origin is not None:
-        _write_json(origin_path, {**origin, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        if set_aside:
+            origin["previous_model"] = set_aside
+        # checked (--conf model) or made for this network; a copied bundle checkpoint is checked next start
+        fits = origin["origin"] != "bundle checkpoint"
+    if origin is not None or fits:
+        content = {**(origin or recorded), "fits": _fit_stamp(target, model_path) if fits else None}
+        if origin is not None:
+            content["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        if content != recorded:
+            _write_json(origin_path, content)
     return target
+
+
+def _fit_stamp(bundle: str, model_path: str) -> dict[str, Any] | None:
+    """What a fit check of ``model_path`` depends on: the file and the copy's ``inference.json``
+    (network and classes); ``None`` when there is no model yet."""
+    if not os.path.isfile(model_path):
+        return None
+    stat = os.stat(model_path)
+    with open(os.path.join(bundle, "configs", "inference.json"), "rb") as fh:
+        config = hashlib.sha1(fh.read()).hexdigest()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inference_json_sha1": config}
+
+
+def _set_aside(bundle: str, model_path: str, problem: str) -> dict[str, str]:
+    """Move a workspace model that no longer loads into the copy's network out of the way.
+
+    A bundle upgrade can change the network (ct_segmentation_3d and ct_deepedit_3d 0.2.0 moved to
+    batch norm), and a model fine-tuned in the app under the old version would then fail every
+    ``/infer``. It is kept,
+    renamed ``model.set-aside-<time>.pt`` beside the new one, and the copy is seeded again; the
+    server log and ``model.origin.json`` (``previous_model``) say where it went and why.
+    """
+    aside = os.path.join(os.path.dirname(model_path), f"model.set-aside-{time.strftime('%Y%m%dT%H%M%S')}.pt")
+    os.replace(model_path, aside)
+    version = _read_json(os.path.join(bundle, "configs", "metadata.json")).get("version")
+    why = f"it does not load into the network of {os.path.basename(bundle)} {version} ({problem})"
+    logger.warning("workspace model set aside as %s: %s; serving a new seed model (retrain with Train)", aside, why)
+    return {"path": aside, "why": why}

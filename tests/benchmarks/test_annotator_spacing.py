@@ -12,6 +12,7 @@ from monai.bundle import ConfigParser
 from monai.transforms import SaveImaged
 
 from benchmarks.annotator_spacing import write_spacing_variant
+from radiobundles.resources import bundle_scripts
 
 TINY_NET = {"channels": [4, 8], "strides": [2], "num_res_units": 0}
 
@@ -36,9 +37,11 @@ def test_spacing_variant_infers_on_working_grid_and_returns_labels_on_input_grid
     parser.update({"bundle_root": bundle, "device": "cpu", "patch_size": [16, 16, 16], "output_dir": str(tmp_path)})
     for key, value in TINY_NET.items():
         parser[f"network_def#{key}"] = value
-    pre = parser.get_parsed_content("preprocessing")
-    post = [t for t in parser.get_parsed_content("postprocessing").transforms if not isinstance(t, SaveImaged)]
-    network = parser.get_parsed_content("network_def").eval()
+    with bundle_scripts(bundle):  # the configs name the variant's own scripts (inferer, ...)
+        pre = parser.get_parsed_content("preprocessing")
+        post = [t for t in parser.get_parsed_content("postprocessing").transforms if not isinstance(t, SaveImaged)]
+        network = parser.get_parsed_content("network_def").eval()
+        inferer = parser.get_parsed_content("inferer")
 
     # MONAI Label's infer task adds the image path as a string beside the image
     data = pre({"image": image, "image_path": image})
@@ -47,7 +50,7 @@ def test_spacing_variant_infers_on_working_grid_and_returns_labels_on_input_grid
     np.testing.assert_allclose(data["image"].pixdim, [1.5, 1.5, 1.5])
     assert working != shape  # the network saw the resampled grid
     with torch.no_grad():
-        data["pred"] = parser.get_parsed_content("inferer")(data["image"][None], network)[0]
+        data["pred"] = inferer(data["image"][None], network)[0]
     for transform in post:
         data = transform(data)
 

@@ -234,8 +234,9 @@ def test_train_and_inference_configs_agree_with_metadata():
     train, infer, meta = (ConfigParser.load_config_file(p) for p in (TRAIN, INFERENCE, METADATA))
     infer_net = {k: v for k, v in infer["network_def"].items() if k != "out_channels"}
     assert infer_net == {k: v for k, v in train["network_def"].items() if k != "out_channels"}
-    for key in ("hu_window", "patch_size"):
+    for key in ("hu_window", "patch_size", "sw_roi_size", "sw_overlap", "sw_batch_size"):
         assert train[key] == infer[key], key
+    assert train["validate"]["inferer"] == infer["inferer"]  # validation Dice measures what inference does
     channels = meta["network_data_format"]["outputs"]["pred"]
     assert train["default_class_names"] == infer["default_class_names"]
     assert train["class_names"] == infer["class_names"]  # both from the store, else the default

@@ -237,7 +237,11 @@ def test_two_torchrun_nodes_train_on_one_s3_store_each_reading_its_shard(
     # reaches where the two runs' gradients differ in sign, so it catches a different
     # initialisation (weights ~0.1 apart), not a subtly different gradient
     bound = 2 * LEARNING_RATE * ref["optimizer_steps"] + 1e-5
-    drift = max((weights[0][k].float() - reference[k].float()).abs().max().item() for k in reference)
+    # (the optimizer's parameters only: batch norm's running statistics follow each process's own
+    # batches, rank 0's in the two-node run and all four patches in the single one)
+    learned = [k for k in reference if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert len(learned) < len(reference)  # the bundle's network has batch norm buffers to leave out
+    drift = max((weights[0][k].float() - reference[k].float()).abs().max().item() for k in learned)
     assert drift <= bound, f"two-node weights {drift:.2e} from the single run's, more than {bound:.2e}"
     losses = [r["last_loss"] for r in [*ranks, ref]]
     dice = [r["val_mean_dice"] for r in [*ranks, ref]]

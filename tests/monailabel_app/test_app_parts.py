@@ -156,3 +156,57 @@ def test_a_given_checkpoint_for_other_classes_is_refused_by_name(source_bundle, 
         prepare_bundle(
             source_bundle, str(tmp_path / "ws"), class_names=FOUR, model=os.path.join(three, "models", MODEL_FILE)
         )
+
+
+def _set_norm(bundle: str, norm: str) -> None:
+    """Change the network of a bundle's configs, as an upgrade of the bundle does (0.2.0: batch norm)."""
+    for name in ("train.json", "inference.json"):
+        path = os.path.join(bundle, "configs", name)
+        with open(path) as fh:
+            config = json.load(fh)
+        config["network_def"]["norm"] = norm
+        with open(path, "w") as fh:
+            json.dump(config, fh, indent=4)
+
+
+def test_a_trained_model_the_upgraded_network_cannot_load_is_set_aside_not_overwritten(source_bundle, tmp_path):
+    _set_norm(source_bundle, "instance")  # the network before the upgrade (no norm weights)
+    target = prepare_bundle(source_bundle, str(tmp_path / "ws"))
+    served = os.path.join(target, "models", MODEL_FILE)
+    trained = {k: v + 1 for k, v in torch.load(served).items()}
+    torch.save(trained, served)  # fine-tuned in the app
+
+    _set_norm(source_bundle, "batch")  # the upgrade
+    prepare_bundle(source_bundle, str(tmp_path / "ws"))
+    (aside,) = [f for f in os.listdir(os.path.join(target, "models")) if f.startswith("model.set-aside-")]
+    kept = torch.load(os.path.join(target, "models", aside))
+    assert kept.keys() == trained.keys() and all(torch.equal(kept[k], trained[k]) for k in trained)
+    with open(os.path.join(target, "models", ORIGIN_FILE)) as fh:
+        origin = json.load(fh)
+    assert origin["origin"].startswith("initial weights")
+    assert origin["previous_model"]["path"].endswith(aside) and "does not load" in origin["previous_model"]["why"]
+    state = torch.load(served)
+    assert any("running_mean" in k for k in state)  # the new seed is the batch-norm network's
+
+
+def test_untrained_seed_weights_for_other_classes_are_replaced_without_a_copy(source_bundle, tmp_path):
+    target = prepare_bundle(source_bundle, str(tmp_path / "ws"))
+    prepare_bundle(source_bundle, str(tmp_path / "ws"), class_names=FOUR)  # the store's classes changed
+    assert _out_channels(torch.load(os.path.join(target, "models", MODEL_FILE))) == 4
+    assert not [f for f in os.listdir(os.path.join(target, "models")) if f.startswith("model.set-aside-")]
+
+
+def test_the_fit_check_runs_once_per_model_file_and_config(source_bundle, tmp_path, monkeypatch):
+    import monailabel_app.lib.bundle as bundle_module
+
+    checks = []
+    real = bundle_module._misfit
+    monkeypatch.setattr(bundle_module, "_misfit", lambda b, p: checks.append(p) or real(b, p))
+    target = prepare_bundle(source_bundle, str(tmp_path / "ws"))  # seeded for this network: no check
+    prepare_bundle(source_bundle, str(tmp_path / "ws"))
+    assert checks == []
+    served = os.path.join(target, "models", MODEL_FILE)
+    torch.save({k: v + 1 for k, v in torch.load(served).items()}, served)  # training wrote a new model
+    prepare_bundle(source_bundle, str(tmp_path / "ws"))
+    prepare_bundle(source_bundle, str(tmp_path / "ws"))
+    assert checks == [served]
