@@ -105,7 +105,9 @@ def store_digest(root: str) -> dict[str, str]:
 
 
 def tiny_network() -> torch.nn.Module:
-    return UNet(3, 1, 3, channels=CHANNELS, strides=STRIDES, num_res_units=1, norm="instance")
+    with open(TRAIN) as fh:
+        norm = json.load(fh)["network_def"]["norm"]  # the bundle's (batch norm since 0.2.0)
+    return UNet(3, 1, 3, channels=CHANNELS, strides=STRIDES, num_res_units=1, norm=norm)
 
 
 def check_checkpoints(ckpt_dir: Path) -> dict[str, int]:
