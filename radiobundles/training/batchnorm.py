@@ -69,7 +69,30 @@ def recalibrate_batchnorm(network: torch.nn.Module, inputs: Iterable[torch.Tenso
         network.eval()
     if n_batches == 0:
         raise ValueError("BatchNorm re-calibration got no batches; the training data loader is empty")
+    _average_across_ranks(layers, n_batches)
     return n_batches
+
+
+def _average_across_ranks(layers: list[_BatchNorm], n_batches: int) -> None:
+    """In a distributed run, give every rank the statistics of all ranks' batches.
+
+    Each rank calibrated on its own shard; without this, ranks would validate with different
+    statistics and only rank 0's would be saved. The running mean and variance become the
+    batch-weighted averages over ranks (with ``SyncBatchNorm`` they are equal already, and stay so).
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    if torch.distributed.get_world_size() < 2:
+        return
+    for layer in layers:
+        device = layer.running_mean.device
+        weight = torch.tensor([float(n_batches)], device=device)
+        stats = torch.cat([layer.running_mean * n_batches, layer.running_var * n_batches, weight])
+        torch.distributed.all_reduce(stats)
+        total = stats[-1]
+        channels = layer.running_mean.numel()
+        layer.running_mean.copy_(stats[:channels] / total)
+        layer.running_var.copy_(stats[channels : 2 * channels] / total)
 
 
 class BatchNormRecalibration:

@@ -137,3 +137,37 @@ def test_handler_recalibrates_at_every_validation_run(net_factory, batch_factory
     evaluator.run()
     assert handler.calls == 2
     assert int(net[1].num_batches_tracked) == 1  # reset each time, then one batch
+
+
+def _calibrate_rank(rank: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from tests.radiobundles.training.conftest import batches, tiny_net
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        net = tiny_net()
+        # rank 0 calibrates on 2 batches of one shift, rank 1 on 4 of another: its shard
+        data = batches(n=2 + 2 * rank, shift=5.0 * rank, seed=rank)
+        recalibrate_batchnorm(net, (b["image"] for b in data))
+        torch.save({"net": net[1].state_dict(), "feats": _conv_outputs(net, data)}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_distributed_ranks_validate_with_the_statistics_of_all_ranks_batches(tmp_path):
+    import torch.multiprocessing as mp
+
+    init = f"file://{tmp_path / 'rendezvous'}"
+    mp.start_processes(_calibrate_rank, args=(init, str(tmp_path)), nprocs=2, start_method="spawn")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    # every batch weighs the same, whichever rank saw it: 2 + 4 batches
+    feats = ranks[0]["feats"] + ranks[1]["feats"]
+    expected_mean = torch.stack([f.mean(dim=(0, 2, 3)) for f in feats]).mean(0)
+    expected_var = torch.stack([f.var(dim=(0, 2, 3), unbiased=True) for f in feats]).mean(0)
+    for rank in ranks:
+        assert torch.allclose(rank["net"]["running_mean"], expected_mean, atol=1e-5)
+        assert torch.allclose(rank["net"]["running_var"], expected_var, atol=1e-5)
+    assert torch.equal(ranks[0]["net"]["running_mean"], ranks[1]["net"]["running_mean"])
