@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 from monai.inferers import SlidingWindowInferer
+from monai.transforms import ScaleIntensityRange
 
 from radiobject_adapter.synthetic import ct_like_volume
 
@@ -62,8 +63,8 @@ def segment(
     network: torch.nn.Module, image: np.ndarray, hu_window: list[float], roi: list[int], overlap: float, batch: int
 ) -> tuple[np.ndarray, float, float]:
     """Labels of ``image`` (HU) by the bundle's intensity window and a sliding window; wall and CPU s."""
-    lo, hi = hu_window
-    x = torch.from_numpy(np.clip((image - lo) / (hi - lo), 0.0, 1.0))[None, None]
+    scale = ScaleIntensityRange(hu_window[0], hu_window[1], 0.0, 1.0, clip=True)  # the bundle's preprocessing
+    x = torch.as_tensor(scale(image[None]))[None]
     inferer = SlidingWindowInferer(roi, batch, overlap, mode="gaussian")
     w0, c0 = time.perf_counter(), time.process_time()
     with torch.no_grad():
@@ -91,7 +92,7 @@ def main() -> int:
     config["num_classes"] = args.classes + 1
     network = config.get_parsed_content("network_def").eval()
     state = torch.load(args.ckpt, map_location="cpu", weights_only=True)
-    network.load_state_dict(state.get("model", state) if isinstance(state, dict) and "model" in state else state)
+    network.load_state_dict(state["model"] if "model" in state else state)
     hu_window = config.get_parsed_content("hu_window")
     batch = config.get_parsed_content("sw_batch_size")
     shape = tuple(int(v) for v in args.shape.split("x"))

@@ -208,8 +208,8 @@ def _check_fits(bundle: str, path: str) -> None:
     if problem:
         raise ValueError(
             f"--conf model {path} does not fit the network of {bundle} ({problem}); "
-            "serve a checkpoint trained on this store's classes with this bundle version "
-            f"({_read_json(os.path.join(bundle, 'configs', 'metadata.json')).get('version')}; see its changelog)"
+            f"serve a checkpoint trained on this store's classes with this bundle version ({_version(bundle)}; "
+            "see its changelog)"
         )
 
 
@@ -242,8 +242,9 @@ def prepare_bundle(
         problem = _misfit(target, model_path)
         fits = problem is None
         if problem:
-            seed = (recorded.get("fits") or {}).get("size"), (recorded.get("fits") or {}).get("mtime_ns")
-            if recorded.get("origin", "").startswith("initial weights") and seed == (stamp["size"], stamp["mtime_ns"]):
+            checked = recorded.get("fits") or {}
+            untouched = all(checked.get(k) == stamp[k] for k in ("size", "mtime_ns"))  # not trained since
+            if recorded.get("origin", "").startswith("initial weights") and untouched:
                 os.remove(model_path)  # untrained weights made for other classes: nothing to keep
             else:  # trained weights (in the app, --conf model, the bundle's): keep them, out of the way
                 set_aside = _set_aside(target, model_path, problem)
@@ -270,7 +271,9 @@ def prepare_bundle(
         # checked (--conf model) or made for this network; a copied bundle checkpoint is checked next start
         fits = origin["origin"] != "bundle checkpoint"
     if origin is not None or fits:
-        content = {**(origin or recorded), "fits": _fit_stamp(target, model_path) if fits else None}
+        # a new model file was written only when there is a new origin
+        new_stamp = _fit_stamp(target, model_path) if origin is not None else stamp
+        content = {**(origin or recorded), "fits": new_stamp if fits else None}
         if origin is not None:
             content["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         if content != recorded:
@@ -289,18 +292,21 @@ def _fit_stamp(bundle: str, model_path: str) -> dict[str, Any] | None:
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inference_json_sha1": config}
 
 
+def _version(bundle: str) -> str | None:
+    return _read_json(os.path.join(bundle, "configs", "metadata.json")).get("version")
+
+
 def _set_aside(bundle: str, model_path: str, problem: str) -> dict[str, str]:
     """Move a workspace model that no longer loads into the copy's network out of the way.
 
     A bundle upgrade can change the network (ct_segmentation_3d and ct_deepedit_3d 0.2.0 moved to
     batch norm), and a model fine-tuned in the app under the old version would then fail every
-    ``/infer``. It is kept,
-    renamed ``model.set-aside-<time>.pt`` beside the new one, and the copy is seeded again; the
-    server log and ``model.origin.json`` (``previous_model``) say where it went and why.
+    ``/infer``. It is kept, renamed ``model.set-aside-<time>.pt`` beside the new one, and the copy
+    is seeded again; the server log and ``model.origin.json`` (``previous_model``) say where it
+    went and why.
     """
     aside = os.path.join(os.path.dirname(model_path), f"model.set-aside-{time.strftime('%Y%m%dT%H%M%S')}.pt")
     os.replace(model_path, aside)
-    version = _read_json(os.path.join(bundle, "configs", "metadata.json")).get("version")
-    why = f"it does not load into the network of {os.path.basename(bundle)} {version} ({problem})"
+    why = f"it does not load into the network of {os.path.basename(bundle)} {_version(bundle)} ({problem})"
     logger.warning("workspace model set aside as %s: %s; serving a new seed model (retrain with Train)", aside, why)
     return {"path": aside, "why": why}

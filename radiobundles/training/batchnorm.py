@@ -84,15 +84,13 @@ def _average_across_ranks(layers: list[_BatchNorm], n_batches: int) -> None:
         return
     if torch.distributed.get_world_size() < 2:
         return
-    for layer in layers:
-        device = layer.running_mean.device
-        weight = torch.tensor([float(n_batches)], device=device)
-        stats = torch.cat([layer.running_mean * n_batches, layer.running_var * n_batches, weight])
-        torch.distributed.all_reduce(stats)
-        total = stats[-1]
-        channels = layer.running_mean.numel()
-        layer.running_mean.copy_(stats[:channels] / total)
-        layer.running_var.copy_(stats[channels : 2 * channels] / total)
+    # one collective for all layers: batch-weighted sums of every mean and variance, and the batches
+    buffers = [b for layer in layers for b in (layer.running_mean, layer.running_var)]
+    weight = torch.tensor([float(n_batches)], device=buffers[0].device)
+    stats = torch.cat([b * n_batches for b in buffers] + [weight])
+    torch.distributed.all_reduce(stats)
+    for buffer, total in zip(buffers, torch.split(stats[:-1] / stats[-1], [b.numel() for b in buffers])):
+        buffer.copy_(total)
 
 
 class BatchNormRecalibration:
