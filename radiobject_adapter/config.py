@@ -41,6 +41,7 @@ __all__ = [
     "get_tiledb_config",
     "get_tiledb_ctx",
     "open_array",
+    "open_group",
     "reset_caches",
     "tiledb_config",
     "with_retries",
@@ -452,6 +453,22 @@ def with_retries(fn: Callable[[], _T], retries: int | None = None) -> _T:
                 raise
             time.sleep(settings.retry_backoff_s * 2**attempt)
     raise AssertionError("unreachable")
+
+
+def open_group(uri: str, mode: str = "r", ctx: tiledb.Ctx | None = None) -> tiledb.Group:
+    """A TileDB group opened in ``mode`` (``"r"``/``"w"``), the open retried (:func:`with_retries`).
+
+    Opening a group reads its member and metadata files, and another process may be writing
+    one of them at that instant: TileDB then fails with "Read exceeds file size" until the
+    file is complete (seen with six writers adding volumes to one collection at once). Use as
+    a context manager; the caller closes it.
+
+    Example:
+        >>> with open_group("store/collections", "r") as grp:
+        ...     names = [m.name for m in grp]
+    """
+    use = ctx or ctx_for_threads()
+    return with_retries(lambda: tiledb.Group(uri, mode, ctx=use))
 
 
 def open_array(uri: str, timestamp: Any = None, retry: bool = True, ctx: tiledb.Ctx | None = None) -> tiledb.Array:

@@ -32,7 +32,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-from radiobject_adapter.config import _Settings, configure, current_settings
+from radiobject_adapter.config import _Settings, configure, current_settings, open_group
 from radiobject_adapter.errors import IngestError
 from radiobject_adapter.io.subject import (
     IngestFailure,
@@ -152,7 +152,7 @@ def _hand_out_members(
     out: dict[tuple[str, str], str] = {}
     for c in sorted({c for _, todo in pending.values() for c in todo}):
         volumes_uri = join_uri(writer.ensure_collection(c), "volumes")
-        with tiledb.Group(volumes_uri, "r", ctx=writer.ctx) as grp:
+        with open_group(volumes_uri, "r", ctx=writer.ctx) as grp:
             taken = {m.name for m in grp}
         taken |= {u.rstrip("/").rsplit("/", 1)[-1] for u in vfs.ls(volumes_uri)}
         i = 0

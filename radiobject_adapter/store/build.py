@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import tiledb
 
-from radiobject_adapter.config import ctx_for_threads, current_settings, forget_array
+from radiobject_adapter.config import ctx_for_threads, current_settings, forget_array, open_group
 from radiobject_adapter.store.layout import (
     Tiling,
     affine_to_json,
@@ -258,13 +258,13 @@ class CollectionWriter(StoreWriter):
 
     def count(self) -> None:
         """Refresh ``n_volumes`` and the shared ``x|y|z_dim`` (as :meth:`update_counters`)."""
-        with tiledb.Group(join_uri(self.uri, "volumes"), "r", ctx=self.ctx) as grp:
+        with open_group(join_uri(self.uri, "volumes"), "r", ctx=self.ctx) as grp:
             uris = [m.uri for m in grp]
         shapes = set()
         for member in uris:
             dom = tiledb.ArraySchema.load(member, ctx=self.ctx).domain
             shapes.add(tuple(int(dom.dim(i).domain[1]) + 1 for i in range(min(3, dom.ndim))))
-        with tiledb.Group(self.uri, "w", ctx=self.ctx) as grp:
+        with open_group(self.uri, "w", ctx=self.ctx) as grp:
             grp.meta["n_volumes"] = len(uris)
             if len(shapes) == 1:
                 grp.meta["x_dim"], grp.meta["y_dim"], grp.meta["z_dim"] = shapes.pop()
@@ -316,7 +316,7 @@ def _present(writer: CollectionWriter) -> set[str]:
     if tiledb.object_type(uri, ctx=writer.ctx) != "group":
         return set()
     found = set()
-    with tiledb.Group(uri, "r", ctx=writer.ctx) as grp:
+    with open_group(uri, "r", ctx=writer.ctx) as grp:
         members = [m.uri for m in grp]
     for member in members:
         with tiledb.open(member, "r", ctx=writer.ctx) as arr:

@@ -39,6 +39,7 @@ from radiobject_adapter.store.layout import (
     FormatVersionError,
     collection_uri,
     join_uri,
+    local_path,
     read_format_version,
 )
 from radiobject_adapter.store.lease import WriterLease
@@ -108,14 +109,8 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _local_path(uri: str) -> str | None:
-    if "://" in uri and not uri.startswith("file://"):
-        return None
-    return uri.replace("file://", "")
-
-
 def _torn_files(root: str) -> list[str]:
-    path = _local_path(root)
+    path = local_path(root)
     out: list[str] = []
     if path is None:
         return out

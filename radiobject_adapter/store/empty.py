@@ -14,6 +14,7 @@ from typing import Any
 
 import tiledb
 
+from radiobject_adapter.config import open_group
 from radiobject_adapter.store.dataframe import _attr_type, add_columns
 from radiobject_adapter.store.layout import INDEX_COLUMNS, join_uri
 
@@ -57,7 +58,7 @@ def create_empty_collection(
         writer.ensure_collection(name or uri.rsplit("/", 1)[-1])
         if obs_schema:
             add_columns(join_uri(uri, "obs"), obs_schema, ctx=writer.ctx)
-        with tiledb.Group(uri, "w", ctx=writer.ctx) as grp:
+        with open_group(uri, "w", ctx=writer.ctx) as grp:
             grp.meta["x_dim"], grp.meta["y_dim"], grp.meta["z_dim"] = (int(n) for n in shape)
     finally:
         writer.close()

@@ -37,6 +37,7 @@ __all__ = [
     "compression_filters",
     "create_volume_schema",
     "join_uri",
+    "local_path",
     "make_obs_id",
     "obs_row",
     "read_format_version",
@@ -65,15 +66,27 @@ def make_obs_id(subject_id: str, collection: str) -> str:
     return f"{subject_id}_{collection}"
 
 
+def local_path(uri: str) -> str | None:
+    """The filesystem path of a local URI (plain path or ``file://``); ``None`` for others.
+
+    Example:
+        >>> local_path("file:///data/store"), local_path("s3://bucket/store")
+        ('/data/store', None)
+    """
+    if "://" in uri and not uri.startswith("file://"):
+        return None
+    return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
 def drop_torn_fragments(root: str) -> int:
     """Remove zero-byte group metadata/member fragments (``__meta``/``__group``) under a
     local store: a writer killed mid-write leaves them, and TileDB then refuses to open the
     group ("Read exceeds file size"). They hold nothing; returns how many were removed."""
     import os
 
-    if "://" in root and not root.startswith("file://"):
+    path = local_path(root)
+    if path is None:
         return 0
-    path = root.replace("file://", "")
     removed = 0
     for folder, _dirs, files in os.walk(path):
         if os.path.basename(folder) not in ("__meta", "__group"):

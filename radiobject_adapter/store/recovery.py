@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import tiledb
 
+from radiobject_adapter.config import open_group
 from radiobject_adapter.store.layout import affine_from_json, affine_spacing, obs_row
 
 __all__ = ["OBS_ROW_KEY", "VolumeRecord", "derive_obs_row", "registered_volumes"]
@@ -108,7 +109,7 @@ def registered_volumes(
 ) -> tuple[list[VolumeRecord], list[tuple[str, str, str]]]:
     """Every member (or those named in ``only``) of a ``volumes`` group: readable arrays as
     records, and ``(member, uri, problem)`` for members that are not (missing, not an array)."""
-    with tiledb.Group(volumes_uri, "r", ctx=ctx) as grp:
+    with open_group(volumes_uri, "r", ctx=ctx) as grp:
         members = [(m.name, m.uri) for m in grp if only is None or m.name in only]
     records: list[VolumeRecord] = []
     unreadable: list[tuple[str, str, str]] = []

@@ -12,13 +12,14 @@ re-running the same ingest completes the work without skipping or doubling anyth
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tiledb
 
-from radiobject_adapter.config import ctx_for_threads, current_settings, forget_array
+from radiobject_adapter.config import ctx_for_threads, current_settings, forget_array, open_group
 from radiobject_adapter.store.dataframe import create_dataframe, read_dataframe, write_rows
 from radiobject_adapter.store.layout import (
     FORMAT_VERSION,
@@ -31,6 +32,7 @@ from radiobject_adapter.store.layout import (
     create_volume_schema,
     drop_torn_fragments,
     join_uri,
+    local_path,
     read_format_version,
 )
 from radiobject_adapter.store.lease import WriterLease
@@ -108,7 +110,7 @@ class StoreWriter:
             tiledb.Group.create(self.uri, ctx=self.ctx)
         elif kind != "group":
             raise FileExistsError(f"{self.uri!r} is a TileDB {kind}, not a store group")
-        with tiledb.Group(self.uri, "r", ctx=self.ctx) as grp:
+        with open_group(self.uri, "r", ctx=self.ctx) as grp:
             meta = {k: grp.meta[k] for k in grp.meta}
             members = {m.name for m in grp}
         read_format_version(meta)
@@ -117,7 +119,7 @@ class StoreWriter:
             tiledb.Group.create(collections, ctx=self.ctx)
         # every step is re-checked, so a creation cut short by a kill is completed here
         if FORMAT_VERSION_KEY not in meta or "collections" not in members:
-            with tiledb.Group(self.uri, "w", ctx=self.ctx) as grp:
+            with open_group(self.uri, "w", ctx=self.ctx) as grp:
                 if FORMAT_VERSION_KEY not in meta and "n_collections" not in meta:
                     grp.meta[FORMAT_VERSION_KEY] = FORMAT_VERSION
                     grp.meta["subject_count"] = 0
@@ -132,11 +134,11 @@ class StoreWriter:
         obs_uri, vols_uri = join_uri(uri, "obs"), join_uri(uri, "volumes")
         self._create_once(obs_uri, lambda: create_dataframe(obs_uri, OBS_COLUMNS, ctx=self.ctx))
         self._create_once(vols_uri, lambda: tiledb.Group.create(vols_uri, ctx=self.ctx))
-        with tiledb.Group(uri, "r", ctx=self.ctx) as grp:
+        with open_group(uri, "r", ctx=self.ctx) as grp:
             members = {m.name for m in grp}
             has_meta = "n_volumes" in grp.meta
         if {"obs", "volumes"} - members or not has_meta:
-            with tiledb.Group(uri, "w", ctx=self.ctx) as grp:
+            with open_group(uri, "w", ctx=self.ctx) as grp:
                 for child in ("obs", "volumes"):
                     if child not in members:
                         grp.add(child, name=child, relative=True)
@@ -157,12 +159,12 @@ class StoreWriter:
             return uri
         self._create_collection_parts(uri, name)
         collections = join_uri(self.uri, "collections")
-        with tiledb.Group(collections, "r", ctx=self.ctx) as grp:
+        with open_group(collections, "r", ctx=self.ctx) as grp:
             registered = {m.name for m in grp}
         if name not in registered:
-            with tiledb.Group(collections, "w", ctx=self.ctx) as grp:
+            with open_group(collections, "w", ctx=self.ctx) as grp:
                 grp.add(name, name=name, relative=True)
-            with tiledb.Group(self.uri, "w", ctx=self.ctx) as grp:
+            with open_group(self.uri, "w", ctx=self.ctx) as grp:
                 grp.meta["n_collections"] = len(registered) + 1
         self._ensured.add(name)
         return uri
@@ -176,7 +178,7 @@ class StoreWriter:
         """
 
         uri = self.ensure_collection(name)
-        with tiledb.Group(uri, "r", ctx=self.ctx) as grp:
+        with open_group(uri, "r", ctx=self.ctx) as grp:
             raw = grp.meta[LABEL_CLASSES_KEY] if LABEL_CLASSES_KEY in grp.meta else None
         declared = json.loads(str(raw)) if raw is not None else None
         if classes is None or declared == list(classes):
@@ -186,7 +188,7 @@ class StoreWriter:
                 f"collection {name!r} of {self.uri!r} declares label classes {declared}, not {list(classes)}; "
                 "ingest with the same classes (or none: the declared ones are used)"
             )
-        with tiledb.Group(uri, "w", ctx=self.ctx) as grp:
+        with open_group(uri, "w", ctx=self.ctx) as grp:
             grp.meta[LABEL_CLASSES_KEY] = json.dumps(list(classes))
         return list(classes)
 
@@ -230,12 +232,17 @@ class StoreWriter:
 
     # -- volumes ------------------------------------------------------------------------
     def _claim_member(self, volumes_uri: str, schema: tiledb.ArraySchema) -> tuple[str, str]:
-        """Create the array under the next free member name; the create is the claim.
+        """Create the array under the next free member name, claimed atomically first.
 
-        Creating an array fails when its folder exists, so two writers never share a name.
-        A folder left by a dead writer is reused once no other writer holds a lease.
+        TileDB's array creation is no claim: checked at 2.30, four processes creating one
+        local array at once could all succeed, each adding its schema to the same folder (the
+        loser then wrote its voxels against the winner's domain). So a local name is claimed
+        by ``mkdir``, which exactly one process wins, and the array is created in that folder.
+        Elsewhere (``s3://``) concurrent writers get distinct names from their driver
+        (:meth:`_create_member`); a lone writer's create is checked as before. A folder left by
+        a dead writer is reused once no other writer holds a lease.
         """
-        with tiledb.Group(volumes_uri, "r", ctx=self.ctx) as grp:
+        with open_group(volumes_uri, "r", ctx=self.ctx) as grp:
             taken = {m.name for m in grp}
         i = len(taken)
         while True:
@@ -248,10 +255,16 @@ class StoreWriter:
                 if self.lease.others_alive():
                     continue  # perhaps another writer's volume in the making
                 self._vfs.remove_dir(uri)  # left by an interrupted writer; never registered
+            folder = local_path(uri)
+            if folder is not None:
+                try:
+                    os.mkdir(folder)
+                except FileExistsError:
+                    continue  # another writer claimed it first
             try:
                 tiledb.Array.create(uri, schema, ctx=self.ctx)
             except tiledb.TileDBError:
-                if self._vfs.is_dir(uri):
+                if folder is None and self._vfs.is_dir(uri):
                     continue  # another writer claimed it first
                 raise
             forget_array(uri)
@@ -267,7 +280,7 @@ class StoreWriter:
         """
         uri = join_uri(volumes_uri, name)
         if self._vfs.is_dir(uri):
-            with tiledb.Group(volumes_uri, "r", ctx=self.ctx) as grp:
+            with open_group(volumes_uri, "r", ctx=self.ctx) as grp:
                 if name in {m.name for m in grp}:
                     raise FileExistsError(f"volume {name!r} of {volumes_uri!r} is registered already")
             self._vfs.remove_dir(uri)
@@ -327,7 +340,7 @@ class StoreWriter:
                 arr.meta[key] = str(value)
             for key, value in (raw_meta or {}).items():  # e.g. the foreground index (numpy)
                 arr.meta[key] = value
-        with tiledb.Group(volumes_uri, "w", ctx=self.ctx) as grp:
+        with open_group(volumes_uri, "w", ctx=self.ctx) as grp:
             grp.add(member, name=member, relative=True)
         if counters:  # single writes (a label, a prediction): counters before the commit point,
             self.update_counters([collection])  # so no kill leaves a visible volume uncounted
@@ -338,7 +351,7 @@ class StoreWriter:
     def update_counters(self, collections: Sequence[str]) -> None:
         """Refresh ``n_volumes`` / shared ``x|y|z_dim`` of collections and ``subject_count``."""
         subjects: set[str] = set()
-        with tiledb.Group(join_uri(self.uri, "collections"), "r", ctx=self.ctx) as grp:
+        with open_group(join_uri(self.uri, "collections"), "r", ctx=self.ctx) as grp:
             all_names = [m.name for m in grp]
         for name in all_names:
             col_uri = collection_uri(self.uri, name)
@@ -346,12 +359,12 @@ class StoreWriter:
             subjects.update(obs["obs_subject_id"])
             if name not in collections:
                 continue
-            with tiledb.Group(join_uri(col_uri, "volumes"), "r", ctx=self.ctx) as grp:
+            with open_group(join_uri(col_uri, "volumes"), "r", ctx=self.ctx) as grp:
                 n = len(grp)
             dims = {d for d in obs.get("dimensions", []) if isinstance(d, str) and d}
-            with tiledb.Group(col_uri, "r", ctx=self.ctx) as grp:
+            with open_group(col_uri, "r", ctx=self.ctx) as grp:
                 stale = [k for k in ("x_dim", "y_dim", "z_dim") if k in grp.meta]
-            with tiledb.Group(col_uri, "w", ctx=self.ctx) as grp:
+            with open_group(col_uri, "w", ctx=self.ctx) as grp:
                 grp.meta["n_volumes"] = n
                 if len(dims) == 1:
                     x, y, z = json.loads(dims.pop().replace("(", "[").replace(")", "]"))[:3]
@@ -359,7 +372,7 @@ class StoreWriter:
                 else:  # shapes differ: radiobject reads a shared shape only when these exist
                     for key in stale:
                         del grp.meta[key]
-        with tiledb.Group(self.uri, "w", ctx=self.ctx) as grp:
+        with open_group(self.uri, "w", ctx=self.ctx) as grp:
             grp.meta["subject_count"] = len(subjects)
             grp.meta["n_collections"] = len(all_names)
 
@@ -375,10 +388,10 @@ class StoreWriter:
         uri = join_uri(self.uri, "obs_meta")
         if self._object_type(uri) is None:
             create_dataframe(uri, columns, ctx=self.ctx)
-        with tiledb.Group(self.uri, "r", ctx=self.ctx) as grp:
+        with open_group(self.uri, "r", ctx=self.ctx) as grp:
             registered = "obs_meta" in {m.name for m in grp}
         if not registered:  # also when a writer was killed between creating and registering it
-            with tiledb.Group(self.uri, "w", ctx=self.ctx) as grp:
+            with open_group(self.uri, "w", ctx=self.ctx) as grp:
                 grp.add("obs_meta", name="obs_meta", relative=True)
         else:
             with tiledb.open(uri, "r", ctx=self.ctx) as arr:

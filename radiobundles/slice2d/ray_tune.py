@@ -12,7 +12,7 @@ checkpoint: the bundle's own ``last.pt`` / ``best.pt``. ASHA (``ASHAScheduler``,
 the same YAML under ``asha``) stops trials that fall behind at its rungs. A trial that is
 restarted (``FailureConfig(max_failures)``, or ``--resume`` after an interrupted search)
 gets its checkpoint back and the bundle resumes from it (``resume=true``: model, optimizer,
-scheduler, epoch, early stopping).
+scheduler, epoch, early stopping), and its history keeps the epochs it reported before.
 
 Run it::
 
@@ -200,6 +200,36 @@ def _innermost(err: BaseException) -> str:
     return f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"[:400]
 
 
+def _upload_logs_on_recover() -> Any:
+    """A Tune callback: when a trial is to be restarted, upload its ``progress.csv`` and
+    ``result.json`` from the driver's staging folder to the storage path first.
+
+    Tune's CSV and JSON loggers download those files from the storage path when a trial
+    restarts, and the driver uploads them only at its experiment snapshots (every 10 s or
+    more). A trial that failed between two snapshots came back with its earlier rows gone
+    (seen in CI; ray-project/ray#41668, open at Ray 2.60), and with them its best epoch
+    from ``trials.csv`` and ``best_config.json``.
+    """
+    from pathlib import Path
+
+    import pyarrow.fs
+    from ray.tune import Callback
+    from ray.tune.result import EXPR_PROGRESS_FILE, EXPR_RESULT_FILE
+
+    class UploadLogsOnRecover(Callback):
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            for name in (EXPR_PROGRESS_FILE, EXPR_RESULT_FILE):
+                local = Path(trial.local_path, name)
+                if local.is_file():
+                    pyarrow.fs.copy_files(
+                        local.as_posix(),
+                        Path(trial.storage.trial_fs_path, name).as_posix(),
+                        destination_filesystem=trial.storage.storage_filesystem,
+                    )
+
+    return UploadLogsOnRecover()
+
+
 def run_tune(
     dataset_dir: str,
     num_samples: int = 20,
@@ -260,6 +290,7 @@ def run_tune(
                 storage_path=storage,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 failure_config=tune.FailureConfig(max_failures=max_failures),
+                callbacks=[_upload_logs_on_recover()],
                 verbose=1,
             ),
         )

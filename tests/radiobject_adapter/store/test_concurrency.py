@@ -71,6 +71,25 @@ TRAINER = textwrap.dedent(
 )
 
 
+CLAIMER = textwrap.dedent(
+    """
+    # One writer of several started at the same instant: each claims member names in one
+    # collection for volumes of its own shape (so a shared name shows as a wrong domain).
+    import sys, time
+    import numpy as np
+    from radiobject_adapter.store.writer import StoreWriter
+    store, start, k = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+    writer = StoreWriter(store)
+    writer.ensure_collection("CT")
+    time.sleep(max(0.0, start - time.time()))
+    for j in range(4):
+        data = np.full((8, 8, 4 + k), 10 * k + j, dtype=np.int16)
+        writer.write_volume("CT", f"p{k}_{j}", f"p{k}_{j}_CT", data, np.eye(4))
+    writer.close()
+    """
+)
+
+
 def _split_dataset(tmp_path: Path, n_groups: int, per_group: int):
     ds = make_ct_dataset(
         str(tmp_path / "all"), n_subjects=n_groups * per_group, shape_range=((24, 32), (24, 32), (16, 20)), seed=9
@@ -139,3 +158,31 @@ def test_four_training_readers_never_see_a_partial_volume_while_a_writer_appends
         assert report["checked"] > 0
     radi = RadiObject(store)
     assert radi.CT.subject_ids == radi.seg.subject_ids == ds.subject_ids  # each exactly once
+
+
+@pytest.mark.slow
+def test_writers_claiming_member_names_at_the_same_instant_never_share_one(tmp_path: Path) -> None:
+    # TileDB's array creation is no claim (at 2.30 several processes creating one array at once
+    # could all succeed, each adding its schema); CI once lost a subject to it. Six writers
+    # released at one instant race for the same next names, four volumes each.
+    from radiobject_adapter.store.writer import StoreWriter
+
+    store = str(tmp_path / "store")
+    StoreWriter(store).ensure_collection("CT")
+    start = time.time() + 20  # after every interpreter has imported and opened the store
+    procs = [
+        subprocess.Popen([sys.executable, "-c", CLAIMER, store, str(start), str(k)], stderr=subprocess.PIPE, text=True)
+        for k in range(6)
+    ]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, "\n".join(e[-1500:] for e in errors)
+    volumes = tmp_path / "store" / "collections" / "CT" / "volumes"
+    members = sorted(d for d in volumes.iterdir() if not d.name.startswith("__"))
+    assert len(members) == 24
+    # one schema file per array: one creator each (a shared name leaves one per creator)
+    assert [sum(f.is_file() for f in (d / "__schema").iterdir()) for d in members] == [1] * 24
+    col = RadiObject(store).collection("CT")
+    assert sorted(col.subject_ids) == sorted(f"p{k}_{j}" for k in range(6) for j in range(4))
+    for k in range(6):
+        for j in range(4):
+            np.testing.assert_array_equal(col[f"p{k}_{j}"].to_numpy(), np.full((8, 8, 4 + k), 10 * k + j))

@@ -79,24 +79,42 @@ def test_three_trials_one_stopped_by_asha_best_config_and_checkpoint_on_disk(loc
 
 @pytest.mark.slow
 def test_a_trial_whose_worker_dies_is_restarted_from_its_checkpoint_and_trains_only_the_missing_epochs(
-    local_ray, tiny_axial_store, tmp_path
+    local_ray, tiny_axial_store, tmp_path, monkeypatch
 ):
     # The trial's process exits (os._exit: no cleanup, as a killed worker) when its 2nd epoch starts,
     # once (a marker file records it). The crash is attached through the bundle's own `initialize`
     # expressions (a plain override, no test hook in product code). FailureConfig(max_failures=1)
     # restarts the trial; it must get its epoch-1 checkpoint back and train epoch 2 only.
+    # Before it exits, the trial leaves empty result.json/progress.csv in its folder under the
+    # storage path: what the driver uploads there at an experiment snapshot taken after the
+    # trial started and before its epoch-1 report (snapshots are 10 s or more apart; this is how
+    # CI once lost epoch 1's row). Tune's loggers download those files when the trial restarts,
+    # so without run_tune's upload on recovery the restarted trial's history began at epoch 2
+    # (ray-project/ray#41668). No snapshot may come between (TUNE_GLOBAL_CHECKPOINT_S).
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "1000")
     marker = tmp_path / "crashed_once"
+    trial_dirs = str(tmp_path / "tune" / "mri_slice_segmentation_2d" / "train_bundle_*")
+    stale_snapshot = (  # the marker records how many files were emptied
+        f"pathlib.Path({str(marker)!r}).write_text(str(len([open(os.path.join(d, f), 'w').close() "
+        f"for d in glob.glob({trial_dirs!r}) for f in ('result.json', 'progress.csv')])))"
+    )
     # (the word "import" must stay out of the expression: MONAI parses any "$..." holding it as
-    # an import statement, so os and Events come in through the config's own `imports`)
+    # an import statement, so os, glob, pathlib and Events come in through the config's own `imports`)
     crash_once = (
         "$@train#trainer.add_event_handler(Events.EPOCH_STARTED, "
         f"lambda e: None if e.state.epoch < 2 or os.path.exists({str(marker)!r}) "
-        f"else (open({str(marker)!r}, 'w').close(), os._exit(1)))"
+        f"else ({stale_snapshot}, os._exit(1)))"
     )
     train_json = json.loads((DEFAULT_BUNDLE / "configs" / "train.json").read_text())
     overrides = {
         **TINY,
-        "imports": [*train_json["imports"], "$import os", "$from ignite.engine import Events"],
+        "imports": [
+            *train_json["imports"],
+            "$import os",
+            "$import glob",
+            "$import pathlib",
+            "$from ignite.engine import Events",
+        ],
         "initialize": [*train_json["initialize"], crash_once],
     }
     results = run_tune(
@@ -109,6 +127,7 @@ def test_a_trial_whose_worker_dies_is_restarted_from_its_checkpoint_and_trains_o
         max_failures=1,
     )
     assert marker.is_file(), "the trial never crashed: the test proves nothing"
+    assert marker.read_text() == "2", "the stale snapshot missed the trial's folder: the test proves nothing"
     assert len(results) == 1 and not results.errors
     (result,) = results
     # progress rows of both attempts: epoch 1 before the crash, then epoch 2 (not 1 again) after it
