@@ -49,6 +49,7 @@ __all__ = [
     "DiceReporter",
     "run_search",
     "run_trial",
+    "search_parser",
     "search_space",
     "suggest_overrides",
 ]
@@ -218,23 +219,32 @@ def _parse_set(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m radiobundles.slice2d.hpo",
-        description=__doc__.split("\n")[0].replace("``", "") if __doc__ else None,
-    )
+def search_parser(prog: str, description: str | None, output_dir: str, epochs_help: str) -> argparse.ArgumentParser:
+    """The arguments both search front ends take (this module's Optuna search and
+    :mod:`radiobundles.slice2d.ray_tune`): data, epochs, output, bundle, seed and ``--set``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--dataset_dir", required=True, help="TileDB store or folder with imagesTr/ and labelsTr/")
-    parser.add_argument("--n_trials", type=int, default=20)
-    parser.add_argument("--max_epochs", type=int, default=10, help="epochs per trial")
-    parser.add_argument("--output_dir", default="hpo_runs")
+    parser.add_argument("--max_epochs", type=int, default=10, help=epochs_help)
+    parser.add_argument("--output_dir", default=output_dir)
     parser.add_argument("--bundle_root", default=str(DEFAULT_BUNDLE))
-    parser.add_argument("--storage", default=None, help="Optuna storage URL, e.g. sqlite:///hpo_runs/study.db")
-    parser.add_argument("--study_name", default="mri_slice_segmentation_2d")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--timeout", type=float, default=None, help="seconds for the whole search")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="fixed bundle override (JSON value)"
     )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = search_parser(
+        "python -m radiobundles.slice2d.hpo",
+        __doc__.split("\n")[0].replace("``", "") if __doc__ else None,
+        output_dir="hpo_runs",
+        epochs_help="epochs per trial",
+    )
+    parser.add_argument("--n_trials", type=int, default=20)
+    parser.add_argument("--storage", default=None, help="Optuna storage URL, e.g. sqlite:///hpo_runs/study.db")
+    parser.add_argument("--study_name", default="mri_slice_segmentation_2d")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds for the whole search")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     study = run_search(

@@ -30,7 +30,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -42,7 +41,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from radiobundles.settings import CONFIGS_DIR, load_settings
-from radiobundles.slice2d.hpo import DEFAULT_BUNDLE, KEY_METRIC, SEARCH_SPACE, _parse_set, search_space
+from radiobundles.slice2d.hpo import DEFAULT_BUNDLE, KEY_METRIC, SEARCH_SPACE, _parse_set, search_parser, search_space
 
 __all__ = ["asha_settings", "param_space", "run_tune", "train_bundle"]
 
@@ -318,22 +317,19 @@ def run_tune(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m radiobundles.slice2d.ray_tune", description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset_dir", required=True, help="TileDB store or folder with imagesTr/ and labelsTr/")
+    parser = search_parser(
+        "python -m radiobundles.slice2d.ray_tune",
+        __doc__.split("\n")[0],
+        output_dir="tune_runs",
+        epochs_help="epochs per trial (ASHA's max_t)",
+    )
     parser.add_argument("--num_samples", type=int, default=20, help="trials")
-    parser.add_argument("--max_epochs", type=int, default=10, help="epochs per trial (ASHA's max_t)")
-    parser.add_argument("--output_dir", default="tune_runs")
     parser.add_argument("--name", default="mri_slice_segmentation_2d", help="experiment folder under --output_dir")
-    parser.add_argument("--bundle_root", default=str(DEFAULT_BUNDLE))
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cpus_per_trial", type=float, default=1)
     parser.add_argument(
         "--address", default=None, help="Ray cluster to join ('auto', ray://host:10001); default: local"
     )
     parser.add_argument("--resume", action="store_true", help="continue the search in --output_dir/--name")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="fixed bundle override (JSON value)"
-    )
     args = parser.parse_args(argv)
     import ray
 

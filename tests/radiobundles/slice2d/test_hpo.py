@@ -10,22 +10,13 @@ from ignite.engine import Engine, Events
 from radiobundles.slice2d.hpo import DiceReporter, _parse_set, run_search, search_space, suggest_overrides
 
 # a network and data small enough for two trials in seconds on a CPU
-TINY = {
-    "slice_size": [32, 32],
-    "network_def#channels": [8, 16],
-    "network_def#strides": [2],
-    "network_def#num_res_units": 1,
-    "num_workers": 0,
-    "batch_size": 8,
-    "bn_recalibration_batches": 2,
-    "val_fraction": 0.25,
-    "cache_rate": 0.0,
-}
 
 
 @pytest.mark.slow
-def test_two_tiny_trials_report_validation_dice_every_epoch(tiny_axial_store, tmp_path):
-    study = run_search(tiny_axial_store, n_trials=2, max_epochs=2, output_dir=str(tmp_path), overrides=TINY, seed=1)
+def test_two_tiny_trials_report_validation_dice_every_epoch(tiny_axial_store, tiny_overrides, tmp_path):
+    study = run_search(
+        tiny_axial_store, n_trials=2, max_epochs=2, output_dir=str(tmp_path), overrides=tiny_overrides, seed=1
+    )
     assert len(study.trials) == 2
     for trial in study.trials:
         assert trial.state == optuna.trial.TrialState.COMPLETE

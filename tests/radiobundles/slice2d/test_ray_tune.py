@@ -15,20 +15,11 @@ tune = pytest.importorskip("ray.tune")
 
 from radiobundles.slice2d.ray_tune import param_space, run_tune  # noqa: E402
 
-# the tiny network and data of test_hpo (a trial's epochs take seconds on a CPU)
-TINY = {
-    "slice_size": [32, 32],
-    "network_def#channels": [8, 16],
-    "network_def#strides": [2],
-    "network_def#num_res_units": 1,
-    "num_workers": 0,
-    "batch_size": 8,
-    "bn_recalibration_batches": 2,
-    "val_fraction": 0.25,
-    "cache_rate": 0.0,
-    "loss": "dice_ce",
-    "aug_prob": 0.0,
-}
+
+@pytest.fixture
+def tiny(tiny_overrides):
+    """The tiny network (conftest), with the loss and augmentation that search samples fixed."""
+    return {**tiny_overrides, "loss": "dice_ce", "aug_prob": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +40,9 @@ def test_the_yaml_search_space_becomes_tune_domains():
 
 
 @pytest.mark.slow
-def test_three_trials_one_stopped_by_asha_best_config_and_checkpoint_on_disk(local_ray, tiny_axial_store, tmp_path):
+def test_three_trials_one_stopped_by_asha_best_config_and_checkpoint_on_disk(
+    local_ray, tiny_axial_store, tiny, tmp_path
+):
     # Two trials at a rate ~0 keep the initial network's Dice (0.036 here); the third, started
     # when one of them ends (2 CPUs), trains at 3e-2 and falls to Dice 0.005 in epoch 1 (the tiny
     # net collapses to background): below the median at ASHA's first rung, so it is stopped there.
@@ -58,7 +51,7 @@ def test_three_trials_one_stopped_by_asha_best_config_and_checkpoint_on_disk(loc
         "learning_rate": tune.sample_from(lambda config: config["max_lr"] / 10),
     }
     results = run_tune(
-        tiny_axial_store, num_samples=1, max_epochs=2, output_dir=str(tmp_path), overrides=TINY, space=space
+        tiny_axial_store, num_samples=1, max_epochs=2, output_dir=str(tmp_path), overrides=tiny, space=space
     )
     assert len(results) == 3 and not results.errors
     epochs = {r.config["max_lr"]: [] for r in results}
@@ -79,7 +72,7 @@ def test_three_trials_one_stopped_by_asha_best_config_and_checkpoint_on_disk(loc
 
 @pytest.mark.slow
 def test_a_trial_whose_worker_dies_is_restarted_from_its_checkpoint_and_trains_only_the_missing_epochs(
-    local_ray, tiny_axial_store, tmp_path, monkeypatch
+    local_ray, tiny_axial_store, tiny, tmp_path, monkeypatch
 ):
     # The trial's process exits (os._exit: no cleanup, as a killed worker) when its 2nd epoch starts,
     # once (a marker file records it). The crash is attached through the bundle's own `initialize`
@@ -107,7 +100,7 @@ def test_a_trial_whose_worker_dies_is_restarted_from_its_checkpoint_and_trains_o
     )
     train_json = json.loads((DEFAULT_BUNDLE / "configs" / "train.json").read_text())
     overrides = {
-        **TINY,
+        **tiny,
         "imports": [
             *train_json["imports"],
             "$import os",
@@ -138,9 +131,11 @@ def test_a_trial_whose_worker_dies_is_restarted_from_its_checkpoint_and_trains_o
 
 
 @pytest.mark.slow
-def test_a_search_whose_every_trial_fails_says_why_instead_of_a_missing_metric(local_ray, tiny_axial_store, tmp_path):
+def test_a_search_whose_every_trial_fails_says_why_instead_of_a_missing_metric(
+    local_ray, tiny_axial_store, tiny, tmp_path
+):
     # a network the bundle cannot build: every trial fails before its first report
-    broken = {**TINY, "network_def#_target_": "monai.networks.nets.NoSuchNet"}
+    broken = {**tiny, "network_def#_target_": "monai.networks.nets.NoSuchNet"}
     with pytest.raises(RuntimeError) as err:
         run_tune(
             tiny_axial_store,
