@@ -43,6 +43,17 @@ class SyntheticDataset:
     def labels_dir(self) -> str:
         return os.path.join(self.root, "labelsTr")
 
+    def first(self, n: int, image: str = "CT", label: str = "seg") -> dict[str, list[str]]:
+        """Image and label files of the ``n`` first subjects by id, keyed by collection name
+        as :func:`~radiobject_adapter.ingest_niftis` takes them (a small store from a larger set).
+
+        Example:
+            >>> ds = make_ct_dataset("data", n_subjects=8)
+            >>> ingest_niftis("store", ds.first(3), obs_meta=ds.subject_table)
+        """
+        picked = sorted(range(len(self.subject_ids)), key=self.subject_ids.__getitem__)[:n]
+        return {image: [self.images[i] for i in picked], label: [self.labels[i] for i in picked]}
+
 
 def random_affine(spacing: Sequence[float], rng: np.random.Generator, oblique: bool = False) -> np.ndarray:
     """A voxel-to-RAS affine with ``spacing``; ``oblique`` adds a random small rotation."""

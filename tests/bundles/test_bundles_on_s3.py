@@ -57,13 +57,10 @@ TINY_TRAIN = {**TINY, "max_epochs": 1, "batch_size": 2, "patches_per_volume": 2,
 def s3_store(point_at_s3: Callable[[], S3Server], synthetic_ct: SyntheticDataset) -> str:
     """The first subjects of ``synthetic_ct`` (CT + seg) ingested into the shared S3 bucket."""
     srv = point_at_s3()
-    subjects = sorted(synthetic_ct.subject_ids)[:N_SUBJECTS]
-    pick = {
-        "CT": [p for p in synthetic_ct.images if Path(p).name.startswith(tuple(subjects))],
-        "seg": [p for p in synthetic_ct.labels if Path(p).name.startswith(tuple(subjects))],
-    }
     uri = f"s3://{srv.bucket}/bundles/ct_store"
-    report = ingest_niftis(uri, pick, obs_meta=synthetic_ct.subject_table, tile_extent=16, progress=False)
+    report = ingest_niftis(
+        uri, synthetic_ct.first(N_SUBJECTS), obs_meta=synthetic_ct.subject_table, tile_extent=16, progress=False
+    )
     assert report.ok, report.summary()
     return uri
 

@@ -125,7 +125,7 @@ def store(env: tuple[S3Server, FaultProxy], synthetic_ct: SyntheticDataset, subj
     srv, proxy = env
     configure(s3=_s3_config(srv, proxy), read=READ)
     uri = f"s3://{srv.bucket}/store"
-    images = [p for p in synthetic_ct.images if Path(p).name.startswith(tuple(subjects))]
+    images = synthetic_ct.first(len(subjects))["CT"]
     before = proxy.stats()
     report = ingest_niftis(uri, {"CT": images}, obs_meta=synthetic_ct.subject_table, tile_extent=16, progress=False)
     assert report.ok, report.summary()

@@ -68,11 +68,9 @@ def s3_store(s3: S3Server, synthetic_ct: SyntheticDataset, subjects: list[str]) 
     """The first subjects of `synthetic_ct` (CT + seg + subject table) ingested into S3."""
     configure(s3=_s3_config(s3))
     uri = f"s3://{s3.bucket}/store"
-    pick = {
-        "CT": [p for p in synthetic_ct.images if Path(p).name.startswith(tuple(subjects))],
-        "seg": [p for p in synthetic_ct.labels if Path(p).name.startswith(tuple(subjects))],
-    }
-    report = ingest_niftis(uri, pick, obs_meta=synthetic_ct.subject_table, tile_extent=16, progress=False)
+    report = ingest_niftis(
+        uri, synthetic_ct.first(len(subjects)), obs_meta=synthetic_ct.subject_table, tile_extent=16, progress=False
+    )
     assert report.ok, report.summary()
     assert sorted(report.written["CT"]) == sorted(report.written["seg"]) == subjects
     return uri
