@@ -107,7 +107,13 @@ def _pool_round(jobs: list[SubjectJob], workers: int, on_result: Callable[[Subje
     """Run ``jobs`` in a process pool; returns those whose worker died (pool broken)."""
     died: list[SubjectJob] = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context()) as pool:
-        futures = {pool.submit(ingest_subject, job): job for job in jobs}
+        futures = {}
+        for i, job in enumerate(jobs):
+            try:
+                futures[pool.submit(ingest_subject, job)] = job
+            except BrokenProcessPool:  # a worker died (it starts with the first jobs) before the
+                died.extend(jobs[i:])  # rest were handed out: they go to the next round
+                break
         for fut in as_completed(futures):
             try:
                 result = fut.result()

@@ -88,6 +88,10 @@ def test_a_killed_worker_has_its_subject_redone_never_duplicated(tmp_path: Path)
         stop.set()
         watcher.join()
     assert killed, "no worker was killed"
+    _assert_every_subject_once_after_a_death(report, store, ds)
+
+
+def _assert_every_subject_once_after_a_death(report, store: Path, ds: SyntheticDataset) -> None:
     assert report.ok, report.summary()
     assert report.redone, "the run did not notice the dead worker"
     radi = RadiObject(str(store))
@@ -102,6 +106,38 @@ def test_a_killed_worker_has_its_subject_redone_never_duplicated(tmp_path: Path)
     assert not {f.kind for f in check_store(str(store)).problems} - {"unregistered_volume"}
     again = ingest_niftis(str(store), {"CT": ds.images_dir, "seg": ds.labels_dir}, progress=False, workers=2)
     assert again.n_written == 0
+
+
+@pytest.mark.slow
+def test_a_worker_killed_while_subjects_are_still_handed_out_has_them_all_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pool starts its workers as subjects are submitted, so a worker can die (OOM, kill)
+    # before the last subject is handed out; the pool then refuses further submits. CI once
+    # met this by chance in the test above (BrokenProcessPool out of ingest_niftis). Here the
+    # third submit kills a worker first and waits until the pool knows it is broken.
+    from concurrent.futures import ProcessPoolExecutor
+
+    ds = make_ct_dataset(str(tmp_path / "nifti"), n_subjects=6, shape_range=((24, 32), (24, 32), (16, 20)), seed=5)
+    store = tmp_path / "store"
+    real_submit, submits, killed = ProcessPoolExecutor.submit, [], []
+
+    def submit(pool, fn, /, *args, **kwargs):
+        submits.append(fn)
+        if len(submits) == 3 and not killed:
+            pid = next(iter(pool._processes))
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            deadline = time.monotonic() + 60
+            while not pool._broken and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert pool._broken, "the pool never noticed its dead worker"
+        return real_submit(pool, fn, *args, **kwargs)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", submit)
+    report = ingest_niftis(str(store), {"CT": ds.images_dir, "seg": ds.labels_dir}, progress=False, workers=2)
+    assert killed and len(submits) > 6  # the kill came while subjects were handed out; a 2nd round ran
+    _assert_every_subject_once_after_a_death(report, store, ds)
 
 
 @pytest.mark.slow
