@@ -107,6 +107,11 @@ def _pool_round(jobs: list[SubjectJob], workers: int, on_result: Callable[[Subje
     """Run ``jobs`` in a process pool; returns those whose worker died (pool broken)."""
     died: list[SubjectJob] = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context()) as pool:
+        # Start every worker at the first submit (CPython does so for "fork"), not one per submit:
+        # when a worker dies, the broken pool stops the workers it has at that moment, and its
+        # shutdown then waits forever for one started by a later submit (CPython 3.11.7; seen as
+        # an ingest hung at the end of the pool after a worker was killed).
+        pool._safe_to_dynamically_spawn_children = False
         futures = {}
         for i, job in enumerate(jobs):
             try:

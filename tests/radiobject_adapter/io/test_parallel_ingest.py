@@ -55,7 +55,8 @@ def _kill_one_worker_when_volumes_appear(store: Path, stop: threading.Event, kil
 
     volumes = store / "collections" / "CT" / "volumes"
     while not stop.is_set():
-        if volumes.is_dir() and len(os.listdir(volumes)) > 1:  # more than TileDB's __group folder
+        # a member folder (TileDB's own entries start with "__")
+        if volumes.is_dir() and any(not name.startswith("__") for name in os.listdir(volumes)):
             for child in psutil.Process().children():
                 if "forkserver" in " ".join(child.cmdline()):
                     workers = child.children()
